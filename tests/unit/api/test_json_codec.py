@@ -336,6 +336,18 @@ def test_large_numeric_array_takes_the_raw_path_and_matches_the_generic_one(monk
     assert ints.dtype == np.int32 and ints[99, 399] == 39999
 
 
+def _generic_only(monkeypatch):
+    monkeypatch.setattr(json_codec, "_RAW_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(json_codec, "_RAW_MIN_BRACKETS", 1 << 62)
+
+
+def _outcome(body: bytes, signature: Signature):
+    try:
+        return {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in predict(body, signature).items()}
+    except ServingError as err:
+        return err.code, err.message
+
+
 @pytest.mark.parametrize("corrupt", [
     lambda s: s.replace("], [", "] [", 1),          # missing comma
     lambda s: s.replace("[[", "[5[", 1),            # number outside an element slot
@@ -343,21 +355,57 @@ def test_large_numeric_array_takes_the_raw_path_and_matches_the_generic_one(monk
     lambda s: s.replace("0.", "true", 1),           # a bool among floats
     lambda s: s.replace("0.", "NaN, 0.", 1),        # NaN (generic path) and ragged
     lambda s: s[:-1] + "]]}",                       # extra bracket
+    lambda s: s.replace("0.", "1e400, 0.", 1),      # out of double range, and ragged
+    lambda s: s.replace("0.", "-", 1),              # not a number
+    lambda s: s.replace("0.", "0..", 1),            # not a number either
 ])
 def test_large_arrays_fail_exactly_like_the_generic_path(monkeypatch, corrupt):
     values = np.round(np.random.default_rng(2).random((1500, 40)), 3)
     body = corrupt(_big_body(values).decode()).encode()
     monkeypatch.setattr(_raw_array, "_CHUNK", 997)  # chunk borders everywhere
+    raw = _outcome(body, sig({"x": "DT_FLOAT"}))
+    _generic_only(monkeypatch)
+    assert raw == _outcome(body, sig({"x": "DT_FLOAT"}))
 
-    def outcome():
-        try:
-            return predict(body, sig({"x": "DT_FLOAT"}))["x"].tobytes()
-        except ServingError as err:
-            return err.code, err.message
 
-    raw = outcome()
-    monkeypatch.setattr(json_codec, "_RAW_MIN_BYTES", 1 << 62)
-    assert raw == outcome()
+# One MNIST-like image is what most clients send: it takes the raw path too.
+_IMAGE = np.round(np.random.default_rng(4).random((1, 28, 28, 1)), 4)
+
+
+@pytest.mark.parametrize("body, dtype", [
+    (json.dumps({"instances": _IMAGE.tolist()}), "DT_FLOAT"),
+    (json.dumps({"instances": _IMAGE.tolist(), "signature_name": "serving_default"}), "DT_FLOAT"),
+    (json.dumps({"signature_name": "serving_default", "inputs": _IMAGE.tolist()}, indent=2), "DT_FLOAT"),
+    (json.dumps({"instances": (_IMAGE * 255).astype(int).tolist()}), "DT_UINT8"),
+    (json.dumps({"instances": (_IMAGE * 255).astype(int).tolist()}), "DT_FLOAT"),
+    (json.dumps({"instances": (_IMAGE * 255).astype(int).tolist()}), "DT_INT8"),  # C-cast wrap
+    (json.dumps({"instances": (_IMAGE * 1e12).astype(np.int64).tolist()}), "DT_INT32"),  # out of range
+    (json.dumps({"instances": (_IMAGE - 0.5).tolist()}), "DT_DOUBLE"),
+    (json.dumps({"instances": [[[[2**63 + 5]] * 4] * 8]}), "DT_UINT64"),  # beyond int64
+    (json.dumps({"instances": [[[[2**70]] * 4] * 8]}), "DT_FLOAT"),  # beyond uint64
+    (json.dumps({"instances": [[[[1]] * 4] * 8, [[[]] * 4] * 8]}), "DT_FLOAT"),  # [] where [n] is
+    (json.dumps({"instances": [[[[1]] * 4] * 8, [[[]] + [[1, 2]] + [[3]] * 2] * 8]}), "DT_FLOAT"),  # ragged, same count
+    (json.dumps({"instances": [[[[-0.0, 1e-320, 1.5e308]]] * 40]}), "DT_DOUBLE"),
+    (json.dumps({"instances": [[[[1.0]] * 40]], "instances": [[[[2.0]] * 40]]})
+     .replace('"instances": [[[[2', '"instances": [[[[2', 1), "DT_FLOAT"),
+    ('{"signature_name": "\\"instances\\": [[[1]]]", "instances": ' + json.dumps(_IMAGE.tolist()) + "}", "DT_FLOAT"),
+    ('{"meta": {"instances": [[[[1]]]]}, "instances": ' + json.dumps(_IMAGE.tolist()) + "}", "DT_FLOAT"),
+    ('{"instances": ' + json.dumps(_IMAGE.tolist()) + ', "instances": [[[[7]]]]}', "DT_FLOAT"),  # duplicate key
+    ('{"instances": ' + json.dumps(_IMAGE.tolist()) + "} trailing", "DT_FLOAT"),
+    ('{"instances": ' + json.dumps(_IMAGE.tolist())[:-1] + "}", "DT_FLOAT"),  # unbalanced
+])
+def test_small_and_tricky_bodies_agree_with_the_generic_path(monkeypatch, body, dtype):
+    body = body.encode()
+    assert body.count(b"[") >= json_codec._RAW_MIN_BRACKETS
+    raw = _outcome(body, sig({"x": dtype}))
+    _generic_only(monkeypatch)
+    assert raw == _outcome(body, sig({"x": dtype}))
+
+
+def test_one_image_is_parsed_without_lists():
+    doc = json_codec.parse_body(json.dumps({"instances": _IMAGE.tolist()}).encode())
+    assert isinstance(doc["instances"], _raw_array.RawArray) and doc["instances"].shape == (1, 28, 28, 1)
+    assert doc["instances"].flat.dtype == np.float64
 
 
 # --------------------------------------------------------------------------- encode_predict
@@ -559,3 +607,40 @@ def test_encode_metadata_matches_tf_serving(testdata: Path):
     assert text.endswith(b"\n }\n}\n}\n}\n")
     info = json.loads(text)["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["x"]
     assert list(info) == ["dtype", "tensor_shape", "name"]  # TF's printer puts the set oneof last
+
+
+# --------------------------------------------------------------------------- small tensors
+
+
+def _tricky_values(dtype) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    finfo = np.finfo(dtype)
+    values = np.concatenate([
+        rng.random(3000), rng.standard_normal(3000) * 10.0 ** rng.integers(-45, 39, 3000),
+        rng.integers(-10**7, 10**7, 500), [0.0, -0.0, np.nan, np.inf, -np.inf, 1e6, 999999.5, 16777216.0],
+        [float(finfo.max), float(finfo.tiny), float(finfo.smallest_subnormal), 3.4028235e38, 1e-45],
+        np.round(rng.random(500), 6) * 10.0 ** rng.integers(-8, 8, 500),  # 6 digits: short form wins
+    ])
+    with np.errstate(over="ignore"):
+        return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_tensors_are_written_exactly_as_large_ones(monkeypatch, dtype):
+    values = _tricky_values(dtype)
+    large = json_codec._writer.float_tokens(values, dtype == np.float64)
+    assert len(values) > json_codec._writer.SMALL
+    small = [tok for i in range(0, len(values), 50)
+             for tok in json_codec._writer.float_tokens(values[i:i + 50], dtype == np.float64)]
+    assert small == large
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (3,), (2, 3, 4), (1, 1, 1), (4, 1, 2, 2), (1, 64)])
+@pytest.mark.parametrize("fmt", ["row", "columnar"])
+def test_small_layouts_match_the_array_layout(monkeypatch, shape, fmt):
+    rng = np.random.default_rng(5)
+    outputs = {"y": rng.random(shape).astype(np.float32)}
+    two = {"a": rng.random(shape).astype(np.float32), "b": rng.integers(0, 9, shape)}
+    small = encode(outputs, fmt), encode(two, fmt)
+    monkeypatch.setattr(json_codec._writer, "SMALL", 0)
+    assert small == (encode(outputs, fmt), encode(two, fmt))

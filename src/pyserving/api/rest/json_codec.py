@@ -141,7 +141,11 @@ __all__ = [
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
-_RAW_MIN_BYTES = 256 * 1024      # below this orjson alone is fast enough
+# The raw-array path (simdjson straight into numpy) costs ~15 us of set-up; the generic
+# one (orjson, then numpy from the lists) costs per nested list. One 28x28x1 image (813
+# lists): 47 us against 200 us; a flat row of 100 floats: 21 us against 8 us.
+_RAW_MIN_BRACKETS = 32
+_RAW_MIN_BYTES = 256 * 1024
 _GC_PAUSE_BYTES = 1 << 20
 
 # TF dtype -> (JSON acceptance class, numpy dtype). Anything else is UNIMPLEMENTED.
@@ -191,7 +195,7 @@ def parse_body(body: bytes) -> Any:
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     body = bytes(body)
-    if len(body) >= _RAW_MIN_BYTES:
+    if len(body) >= _RAW_MIN_BYTES or body.count(b"[") >= _RAW_MIN_BRACKETS:
         doc = try_parse(body)
         if doc is not None:
             return _wrap(doc, body)
