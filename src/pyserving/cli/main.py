@@ -21,6 +21,21 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _import_tensorflow() -> None:
+    """Import TensorFlow with scikit-learn hidden. `import tensorflow` imports Keras, whose
+    optional scikit-learn wrappers import scikit-learn and SciPy when they are installed:
+    ~60 MiB of RSS and ~0.7 s of start-up that a model server never uses (Keras does without
+    them). The hiding ends with the import: anything imported later may use scikit-learn."""
+    if "tensorflow" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+            del sys.modules["sklearn"]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -36,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.version:
         from pyserving import __version__
 
+        _import_tensorflow()
         import tensorflow as tf
 
         print(f"TensorFlow ModelServer: {__version__}-pyserving\nTensorFlow Library: {tf.__version__}")
@@ -45,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in set_flags(options):
         log.warning("--%s is accepted for compatibility and has no effect in pyserving", name)
 
+    _import_tensorflow()  # first: the gRPC API protos import TensorFlow too
     from pyserving.server.lifecycle import StartupError, serve
 
     try:

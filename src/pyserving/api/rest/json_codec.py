@@ -212,9 +212,10 @@ def _wrap(doc: Any, body: bytes) -> Any:
     if not isinstance(doc, dict):
         return doc
     out = _JsonDoc(doc)
-    if any(isinstance(v, RawArray) for v in doc.values()):
-        # The raw array holds numbers only; look at the rest of the document.
-        body = orjson.dumps({k: v for k, v in doc.items() if not isinstance(v, RawArray)})
+    for v in doc.values():
+        if isinstance(v, RawArray):  # it holds numbers only: look at the rest of the body
+            body = v.surrounding()
+            break
     out.maybe_bools = b"true" in body or b"false" in body
     return out
 
