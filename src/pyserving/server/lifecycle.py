@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 
+from pyserving.core.servable_state import ManagerState, ServableState
 from pyserving.errors import ServingError
 from pyserving.monitoring.exporter import MonitoringConfigError, PrometheusExporter, read_monitoring_config
 from pyserving.monitoring.health import Health
@@ -71,6 +72,13 @@ try:
     _httptools_impl.HIGH_WATER_LIMIT = max(_httptools_impl.HIGH_WATER_LIMIT, _BODY_READ_BUFFER)
 except (ImportError, AttributeError):  # pragma: no cover - another uvicorn layout
     pass
+
+
+def _freeze_after_load(event: ServableState) -> None:
+    """issue 4: a version loaded while serving (new version, reload, new model) is kept out
+    of the cyclic GC like the initial ones (see the `gc.freeze()` once ready)."""
+    if event.state == ManagerState.AVAILABLE:
+        gc.freeze()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -291,6 +299,7 @@ async def serve(options: Any) -> int:
 
     metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
     core.bus.subscribe(metrics.on_servable_state)
+    core.bus.subscribe(_freeze_after_load)  # issue 4
     gate = RequestGate(options.max_in_flight_requests_per_model)
     health = Health(core, gate)
     metrics.bind_in_flight(lambda: {**dict.fromkeys(core.models, 0), **gate.in_flight()})
