@@ -644,3 +644,24 @@ def test_small_layouts_match_the_array_layout(monkeypatch, shape, fmt):
     small = encode(outputs, fmt), encode(two, fmt)
     monkeypatch.setattr(json_codec._writer, "SMALL", 0)
     assert small == (encode(outputs, fmt), encode(two, fmt))
+
+
+def test_parsers_are_reused_and_a_big_one_is_dropped_once_idle(monkeypatch):
+    small_body = json.dumps({"instances": _IMAGE.tolist()}).encode()
+    monkeypatch.setattr(_raw_array, "_SMALL_BODY", len(small_body) + 1)  # the next one is "big"
+    big_body = json.dumps({"instances": np.concatenate([_IMAGE] * 3).tolist()}).encode()
+    monkeypatch.setattr(_raw_array, "_pool", [])
+    monkeypatch.setattr(_raw_array, "_big", [])
+    json_codec.parse_body(small_body)
+    small_parser = _raw_array._pool[-1]
+    json_codec.parse_body(small_body)
+    assert _raw_array._pool == [small_parser] and not _raw_array._big  # reused, not grown
+    json_codec.parse_body(big_body)
+    big_parser = _raw_array._big[0][0]
+    json_codec.parse_body(big_body)
+    assert _raw_array._big[0][0] is big_parser and _raw_array._pool == [small_parser]
+    json_codec.parse_body(small_body)  # not idle long enough yet
+    assert _raw_array._big
+    monkeypatch.setattr(_raw_array, "_BIG_IDLE_SECONDS", -1.0)
+    json_codec.parse_body(small_body)
+    assert not _raw_array._big and _raw_array._pool == [small_parser]
