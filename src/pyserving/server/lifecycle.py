@@ -337,6 +337,7 @@ async def serve(options: Any) -> int:
                     app.extra_routes[prometheus[0]] = prometheus[1]
                 config = uvicorn.Config(
                     app, lifespan="off", http="httptools", access_log=False, log_config=None,
+                    proxy_headers=False,  # nothing reads the client address: no rewriting layer
                     timeout_graceful_shutdown=options.shutdown_grace_seconds, timeout_keep_alive=75,
                 )
                 server = _Uvicorn(config)
