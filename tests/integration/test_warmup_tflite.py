@@ -314,11 +314,11 @@ def test_first_request_after_available_is_not_slower_than_the_tenth(servers):
     warm_median, cold_median = statistics.median(warm[4:15]), statistics.median(cold[4:15])
     report = f"warm first {warm[0]:.1f} ms, median {warm_median:.1f}; cold first {cold[0]:.1f} ms, median {cold_median:.1f}"
     # "Not slower than the tenth", with slack for a shared 2-core machine: at most 3x the
-    # median of requests 5-15 plus 2 ms of scheduling jitter. (Measured here: warm first
-    # 2.3-2.9 ms, median 1.1-1.3 ms, the first inference of the server included; cold
-    # first 110-200 ms.)
+    # median of requests 5-15 plus 5 ms of scheduling jitter. (Measured here: warm first
+    # 2.3-2.9 ms, once 6.2 ms in a CI run, median 1.1-1.3 ms, the first inference of the
+    # server included; cold first 110-200 ms, the model's one-time work being 100-500 ms.)
     def slow(first: float, median: float) -> bool:
-        return first > 3 * median + 2.0
+        return first > 3 * median + 5.0
 
     # Without warmup data the same model's first request is clearly slow (the test can fail)...
     assert slow(cold[0], cold_median), report

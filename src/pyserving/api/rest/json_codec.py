@@ -22,8 +22,9 @@ API (the REST front end calls them in this order)::
   own error text and byte offset via a model of its parser (`_rapidjson.parse`). Errors:
   INVALID_ARGUMENT `JSON Parse error: The document is empty` (empty body) or
   `JSON Parse error: <reason> at offset: <n>`. A top-level object comes back as a dict
-  (subclass); a body whose `instances`/`inputs` value is a large plain numeric array keeps
-  that array as numpy data (`_raw_array.RawArray`, no nested lists are built).
+  (subclass); a body whose `instances`/`inputs` value is a plain numeric array (nested: at
+  least 32 `[`, or a large body) keeps that array as numpy data (`_raw_array.RawArray`,
+  parsed by simdjson, no nested lists are built).
 - `parse_predict(doc) -> PredictRequest(signature_name, format, payload)`, a 3-tuple:
   `signature_name` resolved (`serving_default` when absent or empty), `format` "row" /
   "columnar" (None when the body has neither or both keys), `payload` a `PredictPayload`
@@ -109,10 +110,11 @@ Known differences (all deliberate or unobservable in practice):
   `{"b64": ...}` object gets the plain-list error here; TF feeds only one input and fails
   later in the session.
 
-Performance (bench/json_codec_bench.py, 2 cores): 10,000 MNIST images as row format,
-parse + convert to a float32 array -- full-precision floats (167 MB): 1.1 s (orjson +
-np.asarray: 5.1 s, 2.2 s with the GC paused); rounded to 4 decimals (70 MB): 0.6 s
-(5.2 s / 1.8 s). Encoding a 10000x10 float32 output: ~33 ms.
+Performance (bench/json_codec_bench.py, 2 cores, a slow day): 10,000 MNIST images as row
+format, parse + convert to a float32 array -- full-precision floats (167 MB): 0.42 s (orjson
++ np.asarray: 5.5 s, 2.4 s with the GC paused); rounded to 4 decimals (70 MB): 0.26 s
+(5.8 s / 2.6 s). One 28x28x1 image: ~28 us (orjson + np.asarray ~200 us). Encoding a
+10000x10 float32 output: ~38 ms; ten floats: ~16 us.
 """
 
 from __future__ import annotations
