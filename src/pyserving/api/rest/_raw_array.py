@@ -43,12 +43,12 @@ _SMALL_BODY = 1 << 20
 _BIG_IDLE_SECONDS = 30.0
 _pool: list[Any] = []
 _big: list[tuple[Any, float]] = []
+_pool_lock = threading.Lock()
 # Skeletons of recently seen small arrays -> their shape: clients send the same shape over
 # and over, and a dict lookup is cheaper than reading the shape off and re-checking it.
 _KNOWN_SHAPES = 256
 _KNOWN_SHAPE_BYTES = 1 << 16
 _known_shapes: dict[bytes, tuple[int, ...]] = {}
-_pool_lock = threading.Lock()
 
 _gc_lock = threading.Lock()
 _gc_depth = 0
@@ -205,13 +205,14 @@ def try_parse(body: bytes) -> dict[str, Any] | None:
     view = memoryview(body)[start:end]
     struct = view.tobytes().translate(None, _NUMBER_AND_WS) if len(view) < _CHUNK else b"".join(
         view[i:i + _CHUNK].tobytes().translate(None, _NUMBER_AND_WS) for i in range(0, len(view), _CHUNK))
-    dims = _known_shapes.get(struct)
+    known = len(struct) <= _KNOWN_SHAPE_BYTES  # (a big skeleton is not worth hashing)
+    dims = _known_shapes.get(struct) if known else None
     if dims is None:
         found = _shape_of(struct)
         if found is None or _skeleton(found) != struct:
             return None
         dims = tuple(found)
-        if len(struct) <= _KNOWN_SHAPE_BYTES:
+        if known:
             if len(_known_shapes) >= _KNOWN_SHAPES:
                 _known_shapes.clear()
             _known_shapes[struct] = dims
