@@ -350,6 +350,7 @@ def _outcome(body: bytes, signature: Signature):
 
 @pytest.mark.parametrize("corrupt", [
     lambda s: s.replace("], [", "] [", 1),          # missing comma
+    lambda s: s[:len(s) // 2] + s[len(s) // 2:].replace("], [", ",] [", 1),  # same bytes, other order
     lambda s: s.replace("[[", "[5[", 1),            # number outside an element slot
     lambda s: s.replace(", ", ", [1], ", 1),        # ragged
     lambda s: s.replace("0.", "true", 1),           # a bool among floats
@@ -362,8 +363,9 @@ def _outcome(body: bytes, signature: Signature):
 def test_large_arrays_fail_exactly_like_the_generic_path(monkeypatch, corrupt):
     values = np.round(np.random.default_rng(2).random((1500, 40)), 3)
     body = corrupt(_big_body(values).decode()).encode()
-    monkeypatch.setattr(_raw_array, "_CHUNK", 997)  # chunk borders everywhere
-    raw = _outcome(body, sig({"x": "DT_FLOAT"}))
+    raw = _outcome(body, sig({"x": "DT_FLOAT"}))  # checked whole
+    _pieces_everywhere(monkeypatch)
+    assert _outcome(body, sig({"x": "DT_FLOAT"})) == raw  # and in pieces
     _generic_only(monkeypatch)
     assert raw == _outcome(body, sig({"x": "DT_FLOAT"}))
 
@@ -646,22 +648,53 @@ def test_small_layouts_match_the_array_layout(monkeypatch, shape, fmt):
     assert small == (encode(outputs, fmt), encode(two, fmt))
 
 
-def test_parsers_are_reused_and_a_big_one_is_dropped_once_idle(monkeypatch):
+def test_parsers_are_reused_and_big_ones_are_not_kept(monkeypatch):
     small_body = json.dumps({"instances": _IMAGE.tolist()}).encode()
-    monkeypatch.setattr(_raw_array, "_SMALL_BODY", len(small_body) + 1)  # the next one is "big"
-    big_body = json.dumps({"instances": np.concatenate([_IMAGE] * 3).tolist()}).encode()
     monkeypatch.setattr(_raw_array, "_pool", [])
-    monkeypatch.setattr(_raw_array, "_big", [])
     json_codec.parse_body(small_body)
-    small_parser = _raw_array._pool[-1]
+    parser = _raw_array._pool[-1]
     json_codec.parse_body(small_body)
-    assert _raw_array._pool == [small_parser] and not _raw_array._big  # reused, not grown
-    json_codec.parse_body(big_body)
-    big_parser = _raw_array._big[0][0]
-    json_codec.parse_body(big_body)
-    assert _raw_array._big[0][0] is big_parser and _raw_array._pool == [small_parser]
-    json_codec.parse_body(small_body)  # not idle long enough yet
-    assert _raw_array._big
-    monkeypatch.setattr(_raw_array, "_BIG_IDLE_SECONDS", -1.0)
+    assert _raw_array._pool == [parser]  # reused
+    monkeypatch.setattr(_raw_array, "_POOLED_BYTES", len(small_body) // 2)  # now "big"
     json_codec.parse_body(small_body)
-    assert not _raw_array._big and _raw_array._pool == [small_parser]
+    assert _raw_array._pool == []  # a parser that grew past the limit is not kept
+
+
+def test_a_big_array_is_parsed_in_pieces_with_one_small_parser(monkeypatch):
+    images = np.round(np.random.default_rng(6).random((300, 28, 28, 1)), 3)
+    body = json.dumps({"instances": images.tolist()}).encode()
+    monkeypatch.setattr(_raw_array, "_SPLIT_BYTES", 100_000)
+    monkeypatch.setattr(_raw_array, "_PIECE", 30_000)
+    monkeypatch.setattr(_raw_array, "_pool", [])
+    parsed = []
+    real = _raw_array._numbers
+    monkeypatch.setattr(_raw_array, "_numbers", lambda p, text, i: parsed.append(len(text)) or real(p, text, i))
+    doc = json_codec.parse_body(body)
+    assert doc["instances"].shape == (300, 28, 28, 1) and np.array_equal(doc["instances"].flat, images.ravel())
+    assert len(parsed) > 40 and max(parsed) < 40_000  # pieces of whole images
+    assert len(_raw_array._pool) == 1
+
+
+def _pieces_everywhere(monkeypatch):
+    monkeypatch.setattr(json_codec, "_RAW_MIN_BYTES", 0)
+    monkeypatch.setattr(_raw_array, "_SPLIT_BYTES", 1000)
+    monkeypatch.setattr(_raw_array, "_PIECE", 97)
+
+
+@pytest.mark.parametrize("values, dtype", [
+    (np.arange(5000), "DT_INT64"),  # rank 1: pieces cut at commas
+    (np.arange(5000) * 0.25, "DT_FLOAT"),
+    (np.array([*range(3000), 2**63 + 1], dtype=object), "DT_UINT64"),  # beyond int64 in the last piece
+    (np.array([*range(3000), 0.5, *range(2999)], dtype=object).reshape(-1, 8), "DT_DOUBLE"),  # ints, a float
+    (np.array([*range(3000), 0.5, *range(2999)], dtype=object).reshape(-1, 8), "DT_INT32"),  # a float in ints
+    (np.round(np.random.default_rng(7).random((40, 5, 3, 2)), 2), "DT_FLOAT"),
+    (np.arange(40 * 200).reshape(40, 200), "DT_FLOAT"),  # elements bigger than a piece
+])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_pieces_agree_with_the_generic_path(monkeypatch, values, dtype, indent):
+    body = json.dumps({"instances": values.tolist()}, indent=indent).encode()
+    _pieces_everywhere(monkeypatch)
+    raw = _outcome(body, sig({"x": dtype}))
+    assert isinstance(json_codec.parse_body(body)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
+    _generic_only(monkeypatch)
+    assert raw == _outcome(body, sig({"x": dtype}))
