@@ -29,6 +29,7 @@ __all__ = ["RawArray", "try_parse", "gc_paused"]
 _KEY = re.compile(rb'"(instances|inputs)"[ \t\n\r]*:[ \t\n\r]*\[')
 _NUMBER_CHARS = b"0123456789.eE+-"
 _NUMBER_AND_WS = _NUMBER_CHARS + b" \t\n\r"
+_NOT_INTEGER = re.compile(rb"[.eE]")
 _SENTINEL_TEXT = "\x00pyserving-raw-array-" + secrets.token_hex(16)
 _SENTINEL = orjson.dumps(_SENTINEL_TEXT)
 _MAX_RANK = 32
@@ -45,7 +46,6 @@ _PIECE = 1 << 19
 _POOL_SIZE = 2
 _POOLED_BYTES = 4 << 20
 _pool: list[Any] = []
-_pool_lock = threading.Lock()
 # Skeletons of recently seen small arrays -> their shape: clients send the same shape over
 # and over, and a dict lookup is cheaper than reading the shape off and re-checking it.
 _KNOWN_SHAPES = 256
@@ -140,17 +140,15 @@ def _skeleton(dims: list[int]) -> bytes:
 
 
 def _acquire() -> Any:
-    with _pool_lock:
-        if _pool:
-            return _pool.pop()
-    return simdjson.Parser()
+    try:
+        return _pool.pop()  # (list.pop and append are atomic: no lock)
+    except IndexError:
+        return simdjson.Parser()
 
 
 def _release(parser: Any, largest: int) -> None:
-    if largest <= _POOLED_BYTES:
-        with _pool_lock:
-            if len(_pool) < _POOL_SIZE:
-                _pool.append(parser)
+    if largest <= _POOLED_BYTES and len(_pool) < _POOL_SIZE:
+        _pool.append(parser)
 
 
 def _numbers(parser: Any, text: bytes | memoryview, integers: bool) -> np.ndarray | None:
@@ -170,7 +168,7 @@ def _numbers(parser: Any, text: bytes | memoryview, integers: bool) -> np.ndarra
 
 
 def _integers(text: bytes, start: int = 0, end: int | None = None) -> bool:
-    return all(text.find(c, start, end) < 0 for c in (b".", b"e", b"E"))
+    return _NOT_INTEGER.search(text, start, len(text) if end is None else end) is None
 
 
 def _whole(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndarray] | None:
