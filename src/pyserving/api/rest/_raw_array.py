@@ -77,23 +77,53 @@ def gc_paused() -> Iterator[None]:
 
 
 class RawArray:
-    """A validated numeric JSON array kept as numpy data (flat float64/int64 + shape).
+    """A validated numeric JSON array kept as numpy data: its numbers in document order, in
+    one or more flat int64/float64 parts (the pieces it was parsed in), and its shape.
 
     `materialize()` returns the nested-list value the generic parser would have produced
     (needed only for error messages and non-numeric target dtypes)."""
 
-    __slots__ = ("_body", "_start", "_end", "shape", "flat", "_value")
+    __slots__ = ("_body", "_start", "_end", "shape", "_parts", "_flat", "_value")
 
-    def __init__(self, body: bytes, start: int, end: int, shape: tuple[int, ...], flat: np.ndarray):
+    def __init__(self, body: bytes, start: int, end: int, shape: tuple[int, ...],
+                 parts: list[np.ndarray]):
         self._body = body
         self._start = start
         self._end = end
         self.shape = shape
-        self.flat = flat
+        self._parts = parts
+        self._flat: np.ndarray | None = parts[0] if len(parts) == 1 else None
         self._value: Any = None
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    @property
+    def flat(self) -> np.ndarray:
+        """All the numbers, flat: int64 when every one is a JSON integer, else float64 (as
+        numpy reads the same values from lists)."""
+        if self._flat is None:
+            parts = self._parts
+            if any(p.dtype != np.int64 for p in parts):
+                parts = [p.astype(np.float64, copy=False) for p in parts]
+            self._flat = np.concatenate(parts)
+        return self._flat
+
+    def as_float(self, dtype: Any) -> np.ndarray:
+        """The array as floating `dtype`: `flat` cast, integers through float64 (as TF reads
+        them), written part by part, so a big array never has a float64 copy made whole
+        (for 10,000 images: 62 MB of fresh memory and its page faults, per request)."""
+        if self._flat is not None:
+            flat = self._flat
+            if flat.dtype.kind != "f":
+                flat = flat.astype(np.float64)
+            return flat.astype(dtype).reshape(self.shape)
+        out = np.empty(math.prod(self.shape), dtype)
+        at = 0
+        for part in self._parts:
+            out[at:at + part.size] = part if part.dtype.kind == "f" else part.astype(np.float64)
+            at += part.size
+        return out.reshape(self.shape)
 
     def surrounding(self) -> bytes:
         """The body without the array's bytes."""
@@ -106,7 +136,7 @@ class RawArray:
         return self._value
 
     def __repr__(self) -> str:
-        return f"RawArray(shape={self.shape}, dtype={self.flat.dtype})"
+        return f"RawArray(shape={self.shape}, parts={len(self._parts)})"
 
 
 def _shape_of(struct: bytes) -> list[int] | None:
@@ -171,7 +201,7 @@ def _integers(text: bytes, start: int = 0, end: int | None = None) -> bool:
     return _NOT_INTEGER.search(text, start, len(text) if end is None else end) is None
 
 
-def _whole(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndarray] | None:
+def _whole(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], list[np.ndarray]] | None:
     """The array checked and parsed at once (small arrays, or big ones with big elements)."""
     view = memoryview(body)[start:end]
     struct = view.tobytes().translate(None, _NUMBER_AND_WS)
@@ -190,7 +220,7 @@ def _whole(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndarr
     parser = _acquire()
     flat = _numbers(parser, view, _integers(body, start, end))
     _release(parser, len(view))
-    return None if flat is None or flat.size != math.prod(dims) else (dims, flat)
+    return None if flat is None or flat.size != math.prod(dims) else (dims, [flat])
 
 
 def _row_skeleton(body: bytes, start: int) -> bytes | None:
@@ -204,7 +234,7 @@ def _row_skeleton(body: bytes, start: int) -> bytes | None:
     return struct[1:close + rank] if close >= 0 else None
 
 
-def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndarray] | None:
+def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], list[np.ndarray]] | None:
     """A big array, in pieces of whole top-level elements. Every piece's skeleton must be
     `count` copies of the first element's (a valid one) joined by commas, and simdjson must
     read `count` elements' worth of numbers from it; pieces are cut after a run of `rank`
@@ -221,10 +251,8 @@ def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndar
     rank = len(row_dims)
     row_size = math.prod(row_dims)
     cut = re.compile(b"".join([rb"\]", (_WS + rb"\]") * (rank - 1), _WS, b","]) if rank else b",")
-    # each element takes at least its skeleton and a byte per number, plus a comma
-    most = (end - start) // (len(row) + row_size + 1) * row_size
-    out = np.empty(most, np.int64)
-    filled = rows = largest = 0
+    parts: list[np.ndarray] = []
+    rows = largest = 0
     expected: dict[int, bytes] = {}
     parser = _acquire()
     try:
@@ -247,19 +275,14 @@ def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], np.ndar
             if struct != want:
                 return None
             numbers = _numbers(parser, text, _integers(text))
-            if numbers is None or numbers.size != count * row_size or filled + numbers.size > most:
+            if numbers is None or numbers.size != count * row_size:
                 return None
-            if numbers.dtype != out.dtype and out.dtype == np.int64:  # a fraction or exponent
-                wider = np.empty(most, np.float64)  # float64 from here on, as numpy would
-                wider[:filled] = out[:filled]
-                out = wider
-            out[filled:filled + numbers.size] = numbers
-            filled += numbers.size
+            parts.append(numbers)
             rows += count
             a = m.end() if m is not None else last
     finally:
         _release(parser, largest)
-    return (rows, *row_dims), out[:filled]
+    return (rows, *row_dims), parts
 
 
 def try_parse(body: bytes) -> dict[str, Any] | None:
@@ -287,7 +310,7 @@ def try_parse(body: bytes) -> dict[str, Any] | None:
     parsed = _whole(body, start, end) if end - start <= _SPLIT_BYTES else _pieces(body, start, end)
     if parsed is None:
         return None
-    dims, flat = parsed
+    dims, parts = parsed
     try:
         doc = orjson.loads(body[:start] + _SENTINEL + body[end:])
     except orjson.JSONDecodeError:
@@ -295,5 +318,5 @@ def try_parse(body: bytes) -> dict[str, Any] | None:
     key = m.group(1).decode()
     if not isinstance(doc, dict) or doc.get(key) != _SENTINEL_TEXT:
         return None
-    doc[key] = RawArray(body, start, end, dims, flat)
+    doc[key] = RawArray(body, start, end, dims, parts)
     return doc

@@ -438,6 +438,8 @@ def _convert(spec: TensorSpec, value: Any, maybe_bools: bool) -> np.ndarray:
     info = _INPUT_DTYPES.get(spec.dtype)
     kind = info[0] if info else None
     if isinstance(value, RawArray):
+        if kind == "float":  # as `_checked` casts it, without a float64 copy of a big array
+            return value.as_float(_target_dtype(spec))
         if kind not in (None, "string", "bool"):
             arr = _checked(value.flat.reshape(value.shape), kind, _target_dtype(spec))
             if arr is not None:
