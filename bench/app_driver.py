@@ -1,0 +1,155 @@
+"""The REST app without HTTP: CPU per request of pyserving's own request path.
+
+    python bench/app_driver.py MODEL_CONFIG BODY [--path /v1/models/mnist:predict]
+        [--batching BATCHING_PARAMETERS_FILE] [--clients 64] [--seconds 3] [--rounds 3]
+        [--model real|no-tf|instant]
+
+Starts the real server in this process (`lifecycle.serve`, REST and gRPC on free loopback
+ports, the models of MODEL_CONFIG), then calls its ASGI app directly from `--clients`
+coroutines, each POSTing BODY to `--path` over and over, and prints per round: requests/s,
+CPU microseconds per request on the event-loop thread and in the whole process. With no HTTP
+server and no client in the way, these move much less between runs than wrk's figures, so
+small changes to the request path can be compared (run it pinned: `taskset -c 0`).
+
+`--model` separates the costs: `no-tf` keeps batching but answers every batch with zeros
+instead of running TensorFlow (the batching hand-off without the model); `instant` answers
+a batched request at once, without queueing it (the app alone; needs `--batching`).
+bench/RESULTS.md's analysis quotes this driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+from pyserving.cli.main import _import_tensorflow  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+_import_tensorflow()  # as the server does, before anything else imports TensorFlow
+
+import numpy as np  # noqa: E402
+import uvloop  # noqa: E402
+
+from pyserving.api.rest import app as rest_app  # noqa: E402
+from pyserving.batching import batching_servable  # noqa: E402
+from pyserving.cli.flags import parse_flags  # noqa: E402
+from pyserving.platforms.tensorflow import saved_model  # noqa: E402
+from pyserving.server import lifecycle  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def capture_apps() -> list[Any]:
+    """The RestApp the server builds (it keeps no reference a caller could reach)."""
+    apps: list[Any] = []
+    init = rest_app.RestApp.__init__
+
+    def recording_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        apps.append(self)
+
+    rest_app.RestApp.__init__ = recording_init  # type: ignore[method-assign]
+    return apps
+
+
+def stub_model(mode: str) -> None:
+    if mode == "no-tf":
+        def zeros(self: Any, signature: Any, inputs: Any, output_filter: Any = (), timeout_ms: Any = None) -> Any:
+            rows = next(iter(inputs.values())).shape[0]
+            return {alias: np.zeros((rows, *(d if d > 0 else 1 for d in (spec.shape or (0,))[1:])), spec.np_dtype)
+                    for alias, spec in signature.outputs.items()}
+        saved_model.TensorFlowServable.run = zeros  # type: ignore[method-assign]
+    elif mode == "instant":
+        async def at_once(self: Any, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
+            rows = next(iter(inputs.values())).shape[0]
+            return {alias: np.zeros((rows, *(d if d > 0 else 1 for d in (spec.shape or (0,))[1:])), spec.np_dtype)
+                    for alias, spec in signature.outputs.items()}
+        batching_servable.BatchingServable.run_async = at_once  # type: ignore[method-assign]
+
+
+async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
+    body = open(args.body, "rb").read()
+    flags = [f"--port={free_port()}", f"--rest_api_port={free_port()}", f"--model_config_file={args.model_config}",
+             "--file_system_poll_wait_seconds=0"]
+    if args.batching:
+        flags += ["--enable_batching", f"--batching_parameters_file={args.batching}"]
+    server = asyncio.create_task(lifecycle.serve(parse_flags(flags)[0]))
+    scope = {"type": "http", "method": "POST", "path": args.path, "raw_path": args.path.encode(),
+             "query_string": b"", "headers": [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(body)).encode())]}
+    statuses: dict[int, int] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] = statuses.get(message["status"], 0) + 1
+
+    while not (apps and statuses.get(200)):  # until the model answers
+        if server.done():
+            server.result()
+        await asyncio.sleep(0.05)
+        if apps:
+            await apps[0](scope, receive, send)
+    app = apps[0]
+    stop = False
+    count = 0
+
+    async def client() -> None:
+        nonlocal count
+        while not stop:
+            await app(scope, receive, send)
+            count += 1
+            if args.model == "instant":
+                await asyncio.sleep(0)  # nothing else would let the other clients run
+
+    for _ in range(args.rounds):
+        statuses.clear()
+        stop, count = False, 0
+        tasks = [asyncio.create_task(client()) for _ in range(args.clients)]
+        wall, loop_cpu, cpu = time.perf_counter(), time.thread_time(), time.process_time()
+        await asyncio.sleep(args.seconds)
+        n = count
+        wall, loop_cpu, cpu = time.perf_counter() - wall, time.thread_time() - loop_cpu, time.process_time() - cpu
+        stop = True
+        await asyncio.gather(*tasks)
+        print(f"{n / wall:8.0f} req/s   loop {1e6 * loop_cpu / n:6.1f} µs/req   "
+              f"process {1e6 * cpu / n:6.1f} µs/req   statuses {dict(statuses)}", flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # the server drains and returns
+    await server
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_config")
+    ap.add_argument("body")
+    ap.add_argument("--path", default="/v1/models/mnist:predict")
+    ap.add_argument("--batching", help="a BatchingParameters file: batching on")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model", choices=("real", "no-tf", "instant"), default="real")
+    args = ap.parse_args()
+    if args.model == "instant" and not args.batching:
+        ap.error("--model instant needs --batching")
+    apps = capture_apps()
+    stub_model(args.model)
+    uvloop.run(drive(args, apps))
+
+
+if __name__ == "__main__":
+    main()
