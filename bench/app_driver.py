@@ -2,7 +2,7 @@
 
     python bench/app_driver.py MODEL_CONFIG BODY [--path /v1/models/mnist:predict]
         [--batching BATCHING_PARAMETERS_FILE] [--clients 64] [--seconds 3] [--rounds 3]
-        [--model real|no-tf|instant]
+        [--model real|no-tf|instant] [--server-flag=--some_flag=value ...]
 
 Starts the real server in this process (`lifecycle.serve`, REST and gRPC on free loopback
 ports, the models of MODEL_CONFIG), then calls its ASGI app directly from `--clients`
@@ -86,6 +86,7 @@ async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
              "--file_system_poll_wait_seconds=0"]
     if args.batching:
         flags += ["--enable_batching", f"--batching_parameters_file={args.batching}"]
+    flags += args.server_flag
     server = asyncio.create_task(lifecycle.serve(parse_flags(flags)[0]))
     scope = {"type": "http", "method": "POST", "path": args.path, "raw_path": args.path.encode(),
              "query_string": b"", "headers": [(b"content-type", b"application/json"),
@@ -143,6 +144,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--model", choices=("real", "no-tf", "instant"), default="real")
+    ap.add_argument("--server-flag", action="append", default=[], help="one more server flag (repeatable)")
     args = ap.parse_args()
     if args.model == "instant" and not args.batching:
         ap.error("--model instant needs --batching")
