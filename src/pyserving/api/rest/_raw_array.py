@@ -255,6 +255,7 @@ def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], list[np
     rows = largest = 0
     expected: dict[int, bytes] = {}
     parser = _acquire()
+    view = memoryview(body)
     try:
         a, last = start + 1, end - 1  # inside the outer brackets
         while a < last:
@@ -263,7 +264,7 @@ def _pieces(body: bytes, start: int, end: int) -> tuple[tuple[int, ...], list[np
                 b = last
             else:
                 b = body.rindex(b"]", a, m.end()) + 1 if rank else m.start()
-            text = b"[" + body[a:b] + b"]"
+            text = b"".join((b"[", view[a:b], b"]"))  # one copy
             largest = max(largest, len(text))
             struct = text.translate(None, _NUMBER_AND_WS)
             count, rem = divmod(len(struct) - 1, len(row) + 1)
