@@ -65,23 +65,27 @@ def capture_apps() -> list[Any]:
     return apps
 
 
+def _zeros(signature: Any, inputs: Any) -> dict[str, Any]:
+    """Zeros shaped like the signature's outputs for the inputs' batch."""
+    rows = next(iter(inputs.values())).shape[0]
+    return {alias: np.zeros((rows, *(d if d > 0 else 1 for d in (spec.shape or (0,))[1:])), spec.np_dtype)
+            for alias, spec in signature.outputs.items()}
+
+
 def stub_model(mode: str) -> None:
     if mode == "no-tf":
         def zeros(self: Any, signature: Any, inputs: Any, output_filter: Any = (), timeout_ms: Any = None) -> Any:
-            rows = next(iter(inputs.values())).shape[0]
-            return {alias: np.zeros((rows, *(d if d > 0 else 1 for d in (spec.shape or (0,))[1:])), spec.np_dtype)
-                    for alias, spec in signature.outputs.items()}
+            return _zeros(signature, inputs)
         saved_model.TensorFlowServable.run = zeros  # type: ignore[method-assign]
     elif mode == "instant":
         async def at_once(self: Any, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
-            rows = next(iter(inputs.values())).shape[0]
-            return {alias: np.zeros((rows, *(d if d > 0 else 1 for d in (spec.shape or (0,))[1:])), spec.np_dtype)
-                    for alias, spec in signature.outputs.items()}
+            return _zeros(signature, inputs)
         batching_servable.BatchingServable.run_async = at_once  # type: ignore[method-assign]
 
 
 async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
-    body = open(args.body, "rb").read()
+    with open(args.body, "rb") as f:
+        body = f.read()
     flags = [f"--port={free_port()}", f"--rest_api_port={free_port()}", f"--model_config_file={args.model_config}",
              "--file_system_poll_wait_seconds=0"]
     if args.batching:

@@ -113,11 +113,6 @@ class RawArray:
         """The array as floating `dtype`: `flat` cast, integers through float64 (as TF reads
         them), written part by part, so a big array never has a float64 copy made whole
         (for 10,000 images: 62 MB of fresh memory and its page faults, per request)."""
-        if self._flat is not None:
-            flat = self._flat
-            if flat.dtype.kind != "f":
-                flat = flat.astype(np.float64)
-            return flat.astype(dtype).reshape(self.shape)
         out = np.empty(math.prod(self.shape), dtype)
         at = 0
         for part in self._parts:
