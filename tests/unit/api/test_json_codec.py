@@ -36,7 +36,7 @@ def sig(inputs: dict[str, str] | None = None, outputs: dict[str, str] | None = N
                      {k: spec(k, v) for k, v in inputs.items()}, {k: spec(k, v) for k, v in outputs.items()})
 
 
-def predict(body: bytes | str, signature: Signature | None = None) -> dict[str, np.ndarray]:
+def predict(body: bytes | str | _raw_array.Chunks, signature: Signature | None = None) -> dict[str, np.ndarray]:
     if isinstance(body, str):
         body = body.encode()
     name, fmt, payload = json_codec.parse_predict(json_codec.parse_body(body))
@@ -341,7 +341,19 @@ def _generic_only(monkeypatch):
     monkeypatch.setattr(json_codec, "_RAW_MIN_BRACKETS", 1 << 62)
 
 
-def _outcome(body: bytes, signature: Signature):
+def _split(body: bytes, size: int, seed: int = 0) -> _raw_array.Chunks:
+    """`body` as the chunks a server might have received: random sizes around `size`, some
+    empty."""
+    rng = np.random.default_rng(seed)
+    parts, at = [], 0
+    while at < len(body):
+        n = int(rng.integers(0, 2 * size + 1))
+        parts.append(body[at:at + n])
+        at += n
+    return _raw_array.Chunks(parts)
+
+
+def _outcome(body: bytes | _raw_array.Chunks, signature: Signature):
     try:
         return {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in predict(body, signature).items()}
     except ServingError as err:
@@ -366,6 +378,8 @@ def test_large_arrays_fail_exactly_like_the_generic_path(monkeypatch, corrupt):
     raw = _outcome(body, sig({"x": "DT_FLOAT"}))  # checked whole
     _pieces_everywhere(monkeypatch)
     assert _outcome(body, sig({"x": "DT_FLOAT"})) == raw  # and in pieces
+    for size in (40, 500, 5000):  # and in pieces from the chunks the body arrived in
+        assert _outcome(_split(body, size), sig({"x": "DT_FLOAT"})) == raw
     _generic_only(monkeypatch)
     assert raw == _outcome(body, sig({"x": "DT_FLOAT"}))
 
@@ -696,5 +710,46 @@ def test_pieces_agree_with_the_generic_path(monkeypatch, values, dtype, indent):
     _pieces_everywhere(monkeypatch)
     raw = _outcome(body, sig({"x": dtype}))
     assert isinstance(json_codec.parse_body(body)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
+    for size in (60, 700):
+        chunks = _split(body, size, seed=size)
+        assert _outcome(chunks, sig({"x": dtype})) == raw
+        assert isinstance(json_codec.parse_body(chunks)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
     _generic_only(monkeypatch)
     assert raw == _outcome(body, sig({"x": dtype}))
+
+
+def test_chunks_read_like_the_joined_body():
+    body = bytes(np.random.default_rng(8).integers(0, 4, 3000).astype(np.uint8)) .translate(
+        bytes.maketrans(bytes([0, 1, 2, 3]), b'a"]x'))
+    for size in (1, 7, 100, 5000):
+        chunks = _split(body, size, seed=size)
+        assert len(chunks) == len(body) and chunks[:] == body
+        for a in (0, 1, 99, 1500, 2999, 3000):
+            assert chunks.find(b'"', a) == body.find(b'"', a)
+            for b in (a, a + 1, a + 37, 3000):
+                assert chunks[a:b] == body[a:b]
+                assert chunks.rfind(b"]", a, b) == body.rfind(b"]", a, b)
+                assert b"".join(chunks.views(a, b)) == body[a:b]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_big_array_ending_in_a_comma_is_refused_wherever_the_pieces_fall(monkeypatch, chunked):
+    _pieces_everywhere(monkeypatch)
+    for n in range(290, 320):  # the last cut lands on the trailing comma for some n
+        body = (json.dumps({"instances": np.arange(n * 4).reshape(-1, 4).tolist()})[:-2] + ",]}").encode()
+        assert _raw_array.try_parse(_split(body, 300) if chunked else body) is None
+    body = (json.dumps({"instances": list(range(1000, 1100))})[:-2] + " , ]}").encode()
+    assert _raw_array.try_parse(body) is None
+    assert _outcome(body, sig({"x": "DT_INT64"}))[0] == Code.INVALID_ARGUMENT
+
+
+def test_chunked_bodies_fall_back_when_the_key_is_late_or_elements_are_huge(monkeypatch):
+    _pieces_everywhere(monkeypatch)
+    values = np.arange(40 * 300).reshape(40, 300)
+    late = json.dumps({"signature_name": "x" * 70_000, "instances": values.tolist()}).encode()
+    huge = json.dumps({"instances": values.tolist()}).encode()
+    monkeypatch.setattr(_raw_array, "_CARRY_MAX", 500)  # elements (~1.5 kB) bigger than that
+    for body in (late, huge):
+        got = predict(_split(body, 100), sig({"x": "DT_INT64"}))["x"]
+        assert np.array_equal(got, values)
+    assert isinstance(json_codec.parse_body(_split(huge, 100))["instances"], _raw_array.RawArray)

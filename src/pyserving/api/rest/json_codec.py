@@ -132,7 +132,7 @@ import orjson
 from pyserving.api.rest import _protojson, _rapidjson, _writer
 from pyserving.api.rest._example import serialize_example
 from pyserving.api.rest._rapidjson import debug_string, is_double, json_type, quote
-from pyserving.api.rest._raw_array import RawArray, gc_paused, try_parse
+from pyserving.api.rest._raw_array import Chunks, RawArray, gc_paused, try_parse
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import Signature, TensorSpec
 
@@ -194,8 +194,14 @@ _JSON_DECODER = json.JSONDecoder()
 _RISKY = re.compile(rb"\\u[dD][89a-fA-F]|[eE]\+?[0-9]{3}|[0-9]{20}")
 
 
-def parse_body(body: bytes) -> Any:
-    """Parse a request body with TF Serving's leniency and error messages."""
+def parse_body(body: bytes | Chunks) -> Any:
+    """Parse a request body with TF Serving's leniency and error messages. A big body may
+    come as the `Chunks` it arrived in: joined only if the raw-array path declines it."""
+    if isinstance(body, Chunks):
+        doc = try_parse(body)
+        if doc is not None:
+            return _wrap(doc, b"")
+        body = body[:]
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     body = bytes(body)
