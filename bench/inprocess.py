@@ -7,6 +7,11 @@ session, a prepared callable per signature) and times `TensorFlowServable.run` o
 float32 inputs of shape [batch, *SHAPE] for each batch size: median seconds per call and
 images (rows) per second. Prints one JSON object keyed by batch size. Run it pinned to the
 core the server gets, so the ratios compare like with like.
+
+With `--serve N` it loads the model, makes N random rows, calls the signature on them three
+times, prints `ready`, and then makes one call per line read from stdin, printing its
+seconds: `bench/run.py` uses it to time the in-process 10,000-image call at the same moment
+of the run as the server's (after the same minutes of other load).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -29,6 +35,7 @@ def main() -> None:
     ap.add_argument("shape", type=int, nargs="*")
     ap.add_argument("--batches", default="1,32,64")
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per batch size")
+    ap.add_argument("--serve", type=int, default=0, help="answer stdin lines with one call of this many rows")
     args = ap.parse_args()
     loader = SavedModelLoader(args.model_dir)
     loader.load()
@@ -37,6 +44,16 @@ def main() -> None:
     gc.collect()
     gc.freeze()  # as the server does once its models are loaded
     rng = np.random.default_rng(0)
+    if args.serve:
+        inputs = {args.alias: rng.random((args.serve, *args.shape), dtype=np.float32)}
+        for _ in range(3):
+            servable.run(signature, inputs)
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            t0 = time.perf_counter()
+            servable.run(signature, inputs)
+            print(time.perf_counter() - t0, flush=True)
+        return
     result = {}
     for batch in (int(b) for b in args.batches.split(",")):
         x = rng.random((batch, *args.shape), dtype=np.float32)
