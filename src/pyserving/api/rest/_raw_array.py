@@ -351,7 +351,6 @@ def _pieces(body: bytes | Chunks, start: int, end: int) -> tuple[tuple[int, ...]
                 a = m.end()
             carry = buf[a:]
             if len(carry) > _CARRY_MAX:  # no cut for long (elements this big are rare)
-                del parts[:]
                 return _whole(body[start:end])
         if not carry or not piece(carry):  # (a cut right before the end: a trailing comma)
             return None
