@@ -753,3 +753,10 @@ def test_chunked_bodies_fall_back_when_the_key_is_late_or_elements_are_huge(monk
         got = predict(_split(body, 100), sig({"x": "DT_INT64"}))["x"]
         assert np.array_equal(got, values)
     assert isinstance(json_codec.parse_body(_split(huge, 100))["instances"], _raw_array.RawArray)
+    # A declined chunked body (here: its key is past the first _HEAD bytes) is joined and
+    # decided by the generic path, without a second raw attempt.
+    calls = []
+    real = json_codec.try_parse
+    monkeypatch.setattr(json_codec, "try_parse", lambda b: calls.append(type(b)) or real(b))
+    assert isinstance(json_codec.parse_body(_split(late, 100))["instances"], list)
+    assert calls == [_raw_array.Chunks]

@@ -196,8 +196,10 @@ _RISKY = re.compile(rb"\\u[dD][89a-fA-F]|[eE]\+?[0-9]{3}|[0-9]{20}")
 
 def parse_body(body: bytes | Chunks) -> Any:
     """Parse a request body with TF Serving's leniency and error messages. A big body may
-    come as the `Chunks` it arrived in: joined only if the raw-array path declines it."""
-    if isinstance(body, Chunks):
+    come as the `Chunks` it arrived in: joined only if the raw-array path declines it (then
+    the generic path decides; the raw path is not tried twice)."""
+    raw_tried = isinstance(body, Chunks)
+    if raw_tried:
         doc = try_parse(body)
         if doc is not None:
             return _wrap(doc, b"")
@@ -205,7 +207,8 @@ def parse_body(body: bytes | Chunks) -> Any:
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     body = bytes(body)
-    if len(body) >= _RAW_MIN_BYTES or body.count(b"[", 0, _RAW_BRACKETS_IN) >= _RAW_MIN_BRACKETS:
+    if not raw_tried and (len(body) >= _RAW_MIN_BYTES
+                          or body.count(b"[", 0, _RAW_BRACKETS_IN) >= _RAW_MIN_BRACKETS):
         doc = try_parse(body)
         if doc is not None:
             return _wrap(doc, body)
