@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from pyserving.cli.main import _keep_freed_memory
 from pyserving.platforms.tensorflow.saved_model import SavedModelLoader
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per batch size")
     ap.add_argument("--serve", type=int, default=0, help="answer stdin lines with one call of this many rows")
     args = ap.parse_args()
+    _keep_freed_memory()  # the server's allocator setting, so the limit gets it too
     loader = SavedModelLoader(args.model_dir)
     loader.load()
     servable = loader.servable()

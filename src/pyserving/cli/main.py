@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import sys
 
 from pyserving.cli.flags import FlagError, parse_flags, set_flags, usage
@@ -45,6 +47,33 @@ def _import_tensorflow() -> None:
                 del sys.modules[name]
 
 
+# issue 4: glibc's mallopt parameters (malloc.h) and the values the server sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD = 1 << 30
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def _keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for the next request instead of handing it back to the
+    system at once (heap trimmed only above 1 GiB free; blocks up to 32 MiB from the heap,
+    not from mmap). A big request (10,000 images over REST: ~200 MB of body, parsed numbers
+    and input besides TensorFlow's) otherwise faults all of it in afresh every time, which
+    on a VM whose balloon takes freed pages back costs far more than the work on them
+    (bench/RESULTS.md). The idle RSS is unchanged; after a big request the process keeps
+    its peak. glibc's own settings win: nothing is changed when MALLOC_TRIM_THRESHOLD_,
+    MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_ or a `glibc.malloc` tunable is set, or when
+    the C library has no mallopt (musl returns 0, macOS has none)."""
+    if any(name in os.environ for name in _MALLOC_ENV) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -70,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in set_flags(options):
         log.warning("--%s is accepted for compatibility and has no effect in pyserving", name)
 
+    _keep_freed_memory()  # issue 4
     _import_tensorflow()  # first: the gRPC API protos import TensorFlow too
     from pyserving.server.lifecycle import StartupError, serve
 
