@@ -58,9 +58,9 @@ def _keep_freed_memory() -> bool:
     """Let glibc keep freed memory for the next request instead of handing it back to the
     system at once (heap trimmed only above 1 GiB free; blocks up to 32 MiB from the heap,
     not from mmap). A big request (10,000 images over REST: ~200 MB of body, parsed numbers
-    and input besides TensorFlow's) otherwise faults all of it in afresh every time, which
-    on a VM whose balloon takes freed pages back costs far more than the work on them
-    (bench/RESULTS.md). The idle RSS is unchanged; after a big request the process keeps
+    and input besides TensorFlow's) otherwise faults all of it in afresh every time
+    (17,000-18,400 page faults back to back, 1,600-2,700 with this; ~5% of the request's
+    time here, more on a VM whose balloon takes freed pages back: bench/RESULTS.md). The idle RSS is unchanged; after a big request the process keeps
     its peak. glibc's own settings win: nothing is changed when MALLOC_TRIM_THRESHOLD_,
     MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_ or a `glibc.malloc` tunable is set, or when
     the C library has no mallopt (musl returns 0, macOS has none)."""
