@@ -60,10 +60,11 @@ def _keep_freed_memory() -> bool:
     not from mmap). A big request (10,000 images over REST: ~200 MB of body, parsed numbers
     and input besides TensorFlow's) otherwise faults all of it in afresh every time
     (17,000-18,400 page faults back to back, 1,600-2,700 with this; ~5% of the request's
-    time here, more on a VM whose balloon takes freed pages back: bench/RESULTS.md). The idle RSS is unchanged; after a big request the process keeps
-    its peak. glibc's own settings win: nothing is changed when MALLOC_TRIM_THRESHOLD_,
-    MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_ or a `glibc.malloc` tunable is set, or when
-    the C library has no mallopt (musl returns 0, macOS has none)."""
+    time here, more on a VM whose balloon takes freed pages back: bench/RESULTS.md). The
+    idle RSS is unchanged; after a big request the process keeps its peak. glibc's own
+    settings win: nothing is changed when MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_,
+    MALLOC_TOP_PAD_ or a `glibc.malloc` tunable is set, or when the C library has no
+    mallopt (musl returns 0, macOS has none)."""
     if any(name in os.environ for name in _MALLOC_ENV) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
