@@ -373,6 +373,18 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
     return scenarios
 
 
+def round_order(scenarios: list[Scenario], rep: int) -> list[Scenario]:
+    """The scenarios of repetition `rep`: on odd ones, gRPC's 10,000-image calls come before
+    REST's, so neither route's first call always meets a TensorFlow the other has just
+    warmed (both still come right after the in-process calls)."""
+    order = list(scenarios)
+    keys = [s.key for s in order]
+    if rep % 2 and "mnist/pyserving/rest/10k" in keys and "mnist/pyserving/grpc/10k" in keys:
+        i, j = keys.index("mnist/pyserving/rest/10k"), keys.index("mnist/pyserving/grpc/10k")
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
 def run_scenario(scenario: Scenario) -> None:
     """Run once; for load runs also record the server's CPU seconds per request by thread
     group (the window is the load run: the server is idle before and after it)."""
@@ -682,7 +694,8 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     add(f"Every round (repetition) makes {BIG_CALLS} calls of each route: the first comes after minutes "
         "of other load, when this VM has to fault memory in again, the others follow it back to back. "
         "The in-process call (`bench/inprocess.py --serve`, pinned like the servers) is timed the same "
-        "way right before the servers' calls, so each ratio compares like with like. In-process "
+        "way right before the servers' calls, so each ratio compares like with like; REST's and "
+        "gRPC's calls alternate which comes first from round to round. In-process "
         f"limit measured alone before the run: {big_s:.3f} s. Medians over the rounds; Flask "
         "gets one call per round.")
     add("")
@@ -729,7 +742,7 @@ payload_sizes: dict[str, int] = {}
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of every scenario (median)")
+    ap.add_argument("--reps", type=int, default=4, help="interleaved repetitions of every scenario (median)")
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per load run")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--workdir", type=Path, default=None, help="keep models, payloads and logs here")
@@ -754,7 +767,7 @@ def main() -> int:
         inproc_calls = InProcessCalls(work)
         scenarios = build_scenarios(servers, payload, args.duration, use_wrk, inproc_calls)
         for rep in range(args.reps):
-            for scenario in scenarios:
+            for scenario in round_order(scenarios, rep):
                 log(f"rep {rep + 1}/{args.reps}: {scenario.key}")
                 run_scenario(scenario)
                 sample = scenario.samples[-1]

@@ -31,11 +31,14 @@ until the queues drained.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -77,7 +80,7 @@ class _Request:
     wait on ``event``; async ones own ``future`` on ``loop``.
     """
 
-    __slots__ = ("pieces", "parts", "left", "lock", "outputs", "error", "event", "loop", "future")
+    __slots__ = ("pieces", "parts", "left", "lock", "outputs", "error", "event", "loop", "future", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.pieces: list[_Piece] = []
@@ -131,6 +134,77 @@ def _resolve_all(requests: list[_Request]) -> None:
             future.set_exception(request.error)
         else:
             future.set_result(request.outputs)  # type: ignore[arg-type]
+
+
+# The event loop's timers fire to the millisecond (libuv), maybe a little early: a deadline
+# this close is due, instead of re-arming the timer for what is left of it.
+_TIMER_RESOLUTION = 0.001
+
+
+class _Deadlines:
+    """The deadlines of one event loop's queued `run_async` requests, kept by one timer.
+
+    A timer per request (``loop.call_at`` and its cancel) cost 10-15% of the loop's time
+    per batched request (bench/RESULTS.md). Here a request costs a heap push; the single
+    timer fires at the earliest deadline, fails whatever is due and still waiting, drops
+    what has finished and re-arms for the next one. Entries hold their request weakly, so
+    a finished request's inputs and outputs are not kept until its deadline."""
+
+    __slots__ = ("loop", "_heap", "_seq", "_timer", "_armed_at", "_compact_at")
+
+    _MIN_COMPACT = 1024
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, weakref.ref[_Request], BatchQueue]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+        self._compact_at = self._MIN_COMPACT
+
+    def add(self, deadline: float, request: _Request, queue: BatchQueue) -> None:
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._seq), weakref.ref(request), queue))
+        if deadline < self._armed_at:
+            self._arm(deadline)
+        if len(heap) >= self._compact_at:  # long deadlines: drop finished entries now
+            heap[:] = [e for e in heap if _waiting(e[2]())]
+            heapq.heapify(heap)
+            self._compact_at = max(self._MIN_COMPACT, 2 * len(heap))
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = deadline
+        self._timer = self.loop.call_at(self.loop.time() + (deadline - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._armed_at = None, math.inf
+        heap = self._heap
+        due = time.monotonic() + _TIMER_RESOLUTION
+        while heap:
+            deadline, _, ref, queue = heap[0]
+            request = ref()
+            if not _waiting(request):
+                heapq.heappop(heap)
+            elif deadline <= due:
+                heapq.heappop(heap)
+                _expire(queue, request)  # type: ignore[arg-type]
+            else:
+                self._arm(deadline)
+                break
+
+
+def _waiting(request: _Request | None) -> bool:
+    return request is not None and request.future is not None and not request.future.done()
+
+
+def _expire(queue: BatchQueue, request: _Request) -> None:
+    """The request's deadline passed: withdraw it if still queued, fail its future."""
+    future = request.future
+    if future is not None and not future.done():
+        started = not queue.cancel(request.pieces)
+        future.set_exception(_deadline_error(started))
 
 
 class _Piece(BatchTask):
@@ -198,6 +272,7 @@ class BatchingServable:
         self._lock = threading.Lock()  # guards creation of _queues entries and _closed
         self._queues: dict[tuple[str, frozenset[str] | None], BatchQueue] = {}
         self._closed = False
+        self._deadlines: _Deadlines | None = None  # run_async's, on the loop that calls it
 
     # -- Servable protocol ------------------------------------------------------------
     @property
@@ -259,25 +334,16 @@ class BatchingServable:
         queue = self._enqueue(request, signature, inputs, output_filter, deadline)
         future = request.future
         assert future is not None
-        timer = None
         if deadline is not None:
-            timer = loop.call_at(loop.time() + (deadline - time.monotonic()),
-                                 self._expire, queue, request)
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines = _Deadlines(loop)
+            deadlines.add(deadline, request, queue)
         try:
             return await future
         except asyncio.CancelledError:
             queue.cancel(request.pieces)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    @staticmethod
-    def _expire(queue: BatchQueue, request: _Request) -> None:
-        future = request.future
-        if future is not None and not future.done():
-            started = not queue.cancel(request.pieces)
-            future.set_exception(_deadline_error(started))
 
     def close(self, timeout: float | None = None) -> None:
         """Close this version's queues and wait until what is queued has run (call from a

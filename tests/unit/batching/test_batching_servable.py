@@ -305,6 +305,81 @@ def test_run_async_batches_on_the_loop_and_honours_deadlines(scheduler):
     assert len(model.runs) == 2 and model.runs[1]["x"].shape == (5, 2)  # merged, the late one dropped
 
 
+def test_run_async_deadlines_of_many_requests_share_one_timer(scheduler):
+    """Mixed deadlines while the model is held: each expired request fails no earlier than
+    its deadline, in deadline order; those without one, or with a far one, run."""
+    model = Model(hold_first=True)
+    servable = BatchingServable(model, scheduler, BatchingOptions(max_batch_size=16), "m:1")
+    failed: list[tuple[float, float]] = []  # (deadline, when it failed)
+
+    async def call(value, deadline):
+        try:
+            return await servable.run_async(SIG, {"x": rows(1, value)}, deadline=deadline)
+        except ServingError as err:
+            assert err.code == Code.DEADLINE_EXCEEDED and err.message == QUEUE_TIMEOUT_MESSAGE
+            failed.append((deadline, time.monotonic()))
+            raise
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(servable.run_async(SIG, {"x": rows(1)}))
+        await loop.run_in_executor(None, model.entered.wait, 10)
+        now = time.monotonic()
+        due = [asyncio.ensure_future(call(10 * i, now + delay))
+               for i, delay in enumerate((0.06, 0.02, 0.04, 0.03), 1)]
+        kept = [asyncio.ensure_future(call(100, None)), asyncio.ensure_future(call(200, now + 60))]
+        outcomes = await asyncio.gather(*due, return_exceptions=True)
+        assert all(isinstance(o, ServingError) for o in outcomes)
+        model.gate.set()
+        return await first, await asyncio.gather(*kept)
+
+    _, (none, far) = asyncio.run(scenario())
+    assert none["total"].tolist() == [201.0] and far["total"].tolist() == [401.0]
+    assert [d for d, _ in failed] == sorted(d for d, _ in failed)
+    assert all(when >= deadline - 0.001 for deadline, when in failed)  # the timer's resolution
+    assert [r["x"][0, 0] for r in model.runs] == [0.0, 100.0]  # the expired ones never ran
+
+
+def test_run_async_deadlines_do_not_keep_finished_requests(scheduler):
+    """Thousands of requests with a far deadline finish: their entries are dropped as they
+    pile up (and their inputs freed), and a request still waiting keeps its deadline."""
+    import gc
+    import weakref
+
+    from pyserving.batching import batching_servable as bs
+
+    model = Model()
+    servable = BatchingServable(model, scheduler, BatchingOptions(max_batch_size=64), "m:1")
+    inputs_alive = []
+
+    async def scenario():
+        far = time.monotonic() + 3600
+        for start in range(0, 3000, 100):
+            batch = []
+            for i in range(start, start + 100):
+                x = rows(1, i)
+                inputs_alive.append(weakref.ref(x))
+                batch.append(servable.run_async(SIG, {"x": x}, deadline=far))
+            await asyncio.gather(*batch)
+        deadlines = servable._deadlines
+        assert isinstance(deadlines, bs._Deadlines)
+        assert len(deadlines._heap) < 2 * bs._Deadlines._MIN_COMPACT
+        hold = Model(hold_first=True)
+        held = BatchingServable(hold, scheduler, BatchingOptions(), "h:1")
+        first = asyncio.ensure_future(held.run_async(SIG, {"x": rows(1)}))
+        await asyncio.get_running_loop().run_in_executor(None, hold.entered.wait, 10)
+        with pytest.raises(ServingError) as err:
+            await held.run_async(SIG, {"x": rows(1, 5)}, deadline=time.monotonic() + 0.02)
+        assert err.value.code == Code.DEADLINE_EXCEEDED
+        hold.gate.set()
+        await first
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert sum(ref() is not None for ref in inputs_alive) == 0
+    assert len(model.runs) >= 3000 // 64
+
+
 def test_loader_wraps_and_closes(scheduler, tmp_path):
     class Loader:
         def __init__(self):
