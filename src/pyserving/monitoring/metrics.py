@@ -24,7 +24,9 @@ Two families share one registry (see `exporter.py` for the text format):
   seen, so requests for random names cannot grow the series without bound (TF Serving's
   own metrics keep the raw name, as TF Serving does).
 
-Request path (a few microseconds: label children are cached, no `labels()` per request):
+Request path (a few microseconds: label children are cached, no `labels()` per request;
+histograms are `BufferedHistogram`s, whose `observe` is a list append bucketed in bulk, and
+the batch queue depth is read at scrape time):
 
     record = metrics.start("rest", "predict", model, tf_api="predict")  # front end, loop
     note_version(v); note_signature(s)            # service, via the `current_request` var
@@ -32,7 +34,8 @@ Request path (a few microseconds: label children are cached, no `labels()` per r
     metrics.finish(record, error)                 # front end; error None means OK
 
 Thread-safety: every method may be called from any thread (prometheus-client values carry
-their own locks; the child caches are dicts whose single get/set operations are atomic).
+their own locks, `BufferedHistogram` is thread-safe; the child caches are dicts whose single
+get/set operations are atomic).
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ import logging
 import re
 import threading
 import time
+import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 
 from pyserving.errors import Code, ServingError
+from pyserving.monitoring.buffered import BufferedHistogram
 
 __all__ = [
     "ServingMetrics",
@@ -160,14 +165,18 @@ class BatchingMetrics:
     - `set_queue_depth(tasks)`: tasks waiting now (our `pyserving_batch_queue_depth`).
     """
 
-    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size")
+    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size", "__weakref__")
 
     def __init__(self, metrics: ServingMetrics, model: str, thread_pool_name: str) -> None:
         self._m = metrics
         self._model = model
         self._queuing = metrics.batching_queuing_latency.labels(thread_pool_name)
-        self._depth = metrics.batch_queue_depth.labels(model)
         self._size = metrics.batch_size.labels(model)
+        # The depth is kept here and read by the gauge at scrape time (an attribute store
+        # per request instead of a locked `Gauge.set`).
+        self._depth = 0
+        ref = weakref.ref(self)
+        metrics.batch_queue_depth.labels(model).set_function(lambda: _depth_of(ref))
 
     def task_enqueued(self, size: int) -> None:
         self._m.batching_input_batch_size.observe(size)
@@ -181,7 +190,12 @@ class BatchingMetrics:
             self._queuing.observe(seconds * 1e6)
 
     def set_queue_depth(self, tasks: int) -> None:
-        self._depth.set(tasks)
+        self._depth = tasks
+
+
+def _depth_of(ref: Callable[[], BatchingMetrics | None]) -> float:
+    hooks = ref()
+    return float(hooks._depth) if hooks is not None else 0.0  # noqa: SLF001
 
 
 class ServingMetrics:
@@ -243,10 +257,9 @@ class ServingMetrics:
         )
 
         # -- ours -------------------------------------------------------------------------
-        self.latency = Histogram(
+        self.latency = self._histogram(
             "pyserving_request_latency_seconds", "Latency of successful requests.",
-            ["model", "version", "signature", "api", "entrypoint"], registry=self.registry,
-            buckets=REQUEST_SECONDS_BUCKETS,
+            ["model", "version", "signature", "api", "entrypoint"], REQUEST_SECONDS_BUCKETS,
         )
         self.errors = self._counter(
             "pyserving_request_errors_total", "Failed requests by canonical status code.", ["model", "code"]
@@ -255,17 +268,16 @@ class ServingMetrics:
             "pyserving_model_version_state", "ModelVersionStatus.State of each version (10 START, 20 LOADING, "
             "30 AVAILABLE, 40 UNLOADING, 50 END).", ["model", "version"], registry=self.registry,
         )
-        self.load_duration = Histogram(
+        self.load_duration = self._histogram(
             "pyserving_model_load_duration_seconds", "Version load time (LOADING to AVAILABLE or failed).",
-            ["model", "outcome"], registry=self.registry, buckets=LIFECYCLE_SECONDS_BUCKETS,
+            ["model", "outcome"], LIFECYCLE_SECONDS_BUCKETS,
         )
-        self.unload_duration = Histogram(
+        self.unload_duration = self._histogram(
             "pyserving_model_unload_duration_seconds", "Version unload time (UNLOADING to END).",
-            ["model"], registry=self.registry, buckets=LIFECYCLE_SECONDS_BUCKETS,
+            ["model"], LIFECYCLE_SECONDS_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "pyserving_batch_size", "Rows per executed batch.", ["model"], registry=self.registry,
-            buckets=BATCH_SIZE_BUCKETS,
+        self.batch_size = self._histogram(
+            "pyserving_batch_size", "Rows per executed batch.", ["model"], BATCH_SIZE_BUCKETS,
         )
         self.batch_queue_depth = Gauge(
             "pyserving_batch_queue_depth", "Tasks waiting in the batch queue.", ["model"], registry=self.registry
@@ -291,8 +303,8 @@ class ServingMetrics:
         self.exposition_names[family] = exported
         return Counter(family, doc, list(labels), registry=self.registry)
 
-    def _histogram(self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
-        return Histogram(prometheus_name(name), doc, list(labels), registry=self.registry, buckets=list(buckets))
+    def _histogram(self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> BufferedHistogram:
+        return BufferedHistogram(prometheus_name(name), doc, labels, buckets, self.registry)
 
     # -- request path ---------------------------------------------------------------------------
     def start(self, entrypoint: str, api: str, model: str, *, tf_api: str | None) -> RequestRecord:
