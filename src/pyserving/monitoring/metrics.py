@@ -45,7 +45,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -165,7 +164,7 @@ class BatchingMetrics:
     - `set_queue_depth(tasks)`: tasks waiting now (our `pyserving_batch_queue_depth`).
     """
 
-    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size", "__weakref__")
+    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size")
 
     def __init__(self, metrics: ServingMetrics, model: str, thread_pool_name: str) -> None:
         self._m = metrics
@@ -175,8 +174,7 @@ class BatchingMetrics:
         # The depth is kept here and read by the gauge at scrape time (an attribute store
         # per request instead of a locked `Gauge.set`).
         self._depth = 0
-        ref = weakref.ref(self)
-        metrics.batch_queue_depth.labels(model).set_function(lambda: _depth_of(ref))
+        metrics.batch_queue_depth.labels(model).set_function(lambda: self._depth)
 
     def task_enqueued(self, size: int) -> None:
         self._m.batching_input_batch_size.observe(size)
@@ -191,11 +189,6 @@ class BatchingMetrics:
 
     def set_queue_depth(self, tasks: int) -> None:
         self._depth = tasks
-
-
-def _depth_of(ref: Callable[[], BatchingMetrics | None]) -> float:
-    hooks = ref()
-    return float(hooks._depth) if hooks is not None else 0.0  # noqa: SLF001
 
 
 class ServingMetrics:
