@@ -320,6 +320,7 @@ async def serve(options: Any) -> int:
             if options.rest_api_port == options.port:
                 log.error("--rest_api_port cannot be the same as --port; REST is not started")
             else:
+                from pyserving.api.rest._http import HttpProtocol
                 from pyserving.api.rest.app import RestApp, RestOptions
 
                 sock = _bind(options.rest_api_port)
@@ -336,7 +337,7 @@ async def serve(options: Any) -> int:
                 if prometheus is not None:  # issue 5
                     app.extra_routes[prometheus[0]] = prometheus[1]
                 config = uvicorn.Config(
-                    app, lifespan="off", http="httptools", access_log=False, log_config=None,
+                    app, lifespan="off", http=HttpProtocol, access_log=False, log_config=None,
                     proxy_headers=False,  # nothing reads the client address: no rewriting layer
                     timeout_graceful_shutdown=options.shutdown_grace_seconds, timeout_keep_alive=75,
                 )
