@@ -149,19 +149,18 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread group: 'loop' (the main thread) and 'other'."""
+    """CPU seconds per thread group: 'loop' (the main thread) and 'other' (the rest of the
+    process, counting threads that have exited since, like Flask's per-request threads)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = {"loop": 0.0, "other": 0.0}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
+
+    def seconds(path: str) -> float:
+        with open(path) as f:
+            text = f.read()
         fields = text[text.rindex(")") + 2:].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        out["loop" if tid == str(pid) else "other"] += seconds
-    return out
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    loop = seconds(f"/proc/{pid}/task/{pid}/stat")
+    return {"loop": loop, "other": seconds(f"/proc/{pid}/stat") - loop}
 
 
 # ---------------------------------------------------------------------------- servers
@@ -279,6 +278,38 @@ def run_loadgen(protocol: str, port: int, body: Path, conns: int, duration: floa
     return json.loads(out.stdout)
 
 
+def grpc_frame(body: Path) -> Path:
+    """The serialized request as one gRPC message on the wire (uncompressed flag, length)."""
+    data = body.read_bytes()
+    framed = body.with_name(body.name + ".grpc")
+    framed.write_bytes(b"\x00" + len(data).to_bytes(4, "big") + data)
+    return framed
+
+
+def run_h2load(port: int, body: Path, conns: int, duration: float) -> dict[str, float]:
+    """gRPC Predict calls from h2load (nghttp2's C load generator) after a 1 s warm-up:
+    the server's latency without a Python client's own ~0.35 ms per call (wrk's role for
+    REST). h2load does not read gRPC trailers, so one call through grpcio checks first
+    that this body gets a PredictResponse (the same bytes always get the same answer)."""
+    import grpc  # noqa: PLC0415
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(body.read_bytes(), timeout=60)
+    seconds = max(1, round(duration))
+    with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+        cmd = ["h2load", "-D", str(seconds), "--warm-up-time=1", f"-c{conns}", "-m1", "-d", str(grpc_frame(body)),
+               "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log.name}",
+               f"http://127.0.0.1:{port}/tensorflow.serving.PredictionService/Predict"]
+        done = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True)
+        rows = [line.split("\t") for line in log.read().splitlines() if line.strip()]
+    if done.returncode != 0 or not rows:
+        raise RuntimeError(f"h2load failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
+    latencies = sorted(int(r[2]) / 1e3 for r in rows)
+    n = len(latencies)
+    return {"rps": n / seconds, "p50_ms": latencies[n // 2], "p99_ms": latencies[min(n - 1, int(n * 0.99))],
+            "errors": sum(r[1] != "200" for r in rows) + (not reply), "duration": seconds}
+
+
 def big_rest(port: int, path: str, body: bytes) -> dict[str, float]:
     t0 = time.perf_counter()
     status, reply = http_request("POST", port, path, body)
@@ -307,6 +338,7 @@ class Scenario:
     key: str  # e.g. "mnist/pyserving/rest/64"
     run: Callable[[], dict[str, float]]
     server: Server | None = None
+    warm: Callable[[], object] | None = None  # run before each measured run, not measured
     samples: list[dict[str, float]] = field(default_factory=list)
 
     def median(self, metric: str) -> float:
@@ -315,7 +347,7 @@ class Scenario:
 
 
 def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], duration: float,
-                    use_wrk: bool, inproc_10k: Callable[[], dict[str, float]]) -> list[Scenario]:
+                    use_wrk: bool, use_h2load: bool, inproc_10k: Callable[[], dict[str, float]]) -> list[Scenario]:
     scenarios: list[Scenario] = []
 
     def rest(server: Server, model: str, body: Path, conns: int) -> Callable[[], dict[str, float]]:
@@ -323,6 +355,14 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
         if use_wrk:
             return lambda: run_wrk(server.rest_port, path, body, conns, duration)
         return lambda: run_loadgen("http", server.rest_port, body, conns, duration, path)
+
+    def rest_warm(server: Server, model: str, body: Path, conns: int) -> Callable[[], object] | None:
+        """wrk for 1 s before a measured wrk run (loadgen.py warms each connection itself).
+        wrk counts, for every response slower than the mean interval, the responses it would
+        have sent meanwhile (coordinated-omission correction): unwarmed, a server's 57 ms
+        first call made a 3 s sequential run's p99 ~25 ms."""
+        path = f"/v1/models/{model}:predict"
+        return (lambda: run_wrk(server.rest_port, path, body, conns, 1)) if use_wrk else None
 
     def grpc_(server: Server, body: Path, conns: int) -> Callable[[], dict[str, float]]:
         return lambda: run_loadgen("grpc", server.grpc_port, body, conns, duration)
@@ -334,11 +374,15 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
             for conns in levels:
                 if name == "batching10" and (model != "mnist" or conns == 1):
                     continue  # the 10 ms server: MNIST under load only
-                scenarios.append(Scenario(f"{model}/{name}/rest/{conns}", rest(server, model, one_json, conns), server))
+                scenarios.append(Scenario(f"{model}/{name}/rest/{conns}", rest(server, model, one_json, conns), server,
+                                          rest_warm(server, model, one_json, conns)))
                 scenarios.append(Scenario(f"{model}/{name}/grpc/{conns}", grpc_(server, one_bin, conns), server))
+                if conns == 1 and use_h2load:
+                    scenarios.append(Scenario(f"{model}/{name}/h2load/1", lambda s=server, b=one_bin: run_h2load(
+                        s.grpc_port, b, 1, duration), server))
         for conns in levels:
             scenarios.append(Scenario(f"{model}/flask/rest/{conns}", rest(servers["flask"], model, one_json, conns),
-                                      servers["flask"]))
+                                      servers["flask"], rest_warm(servers["flask"], model, one_json, conns)))
     big_json = payload["mnist_10k_json"].read_bytes()
     big_bin = payload["mnist_10k_bin"].read_bytes()
 
@@ -389,6 +433,8 @@ def run_scenario(scenario: Scenario) -> None:
     """Run once; for load runs also record the server's CPU seconds per request by thread
     group (the window is the load run: the server is idle before and after it)."""
     pid = scenario.server.proc.pid if scenario.server is not None and scenario.server.proc else None
+    if scenario.warm is not None:
+        scenario.warm()
     before = thread_cpu(pid) if pid else None
     sample = scenario.run()
     if pid and before is not None and sample.get("rps") and sample.get("duration"):
@@ -575,7 +621,8 @@ def fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_wrk: bool, inproc: dict[str, Any],
+def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_wrk: bool, use_h2load: bool,
+                 inproc: dict[str, Any],
                  servers: dict[str, Server], scenarios: dict[str, Scenario], rss_peak: dict[str, float],
                  profile_text: str, elapsed: float) -> None:
     def med(key: str, metric: str) -> float:
@@ -604,7 +651,9 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     add(f"- Pinning: every server on CPU {SERVER_CPU}, every client on CPU {CLIENT_CPU} (`taskset`); "
         f"the in-process limit is measured on CPU {SERVER_CPU} too.")
     add(f"- Load: REST by {'wrk (1 thread)' if use_wrk else 'bench/loadgen.py (Python HTTP client; wrk not found)'}, "
-        "gRPC by `bench/loadgen.py` (4 processes of asyncio clients; 1 synchronous client for sequential). "
+        "gRPC by `bench/loadgen.py` (4 processes of asyncio clients; 1 synchronous client for sequential)"
+        + (", and sequential gRPC also by h2load (nghttp2's C client; the Python client's own time per call "
+           "is ~0.35 ms)" if use_h2load else "") + ". "
         f"Each load run lasts {args.duration:g} s; figures are medians of {args.reps} interleaved repetitions "
         "(every scenario once, then again...).")
     add("- Servers: `pyserving` = batching off; `pyserving+batching 2 ms` / `10 ms` = `--enable_batching` with "
@@ -618,7 +667,9 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     add("")
     # --- targets
     rest_seq = med("mnist/pyserving/rest/1", "p50_ms")
-    grpc_seq = med("mnist/pyserving/grpc/1", "p50_ms")
+    grpc_seq_key = "mnist/pyserving/h2load/1" if use_h2load else "mnist/pyserving/grpc/1"
+    grpc_seq = med(grpc_seq_key, "p50_ms")
+    grpc_seq_py = med("mnist/pyserving/grpc/1", "p50_ms")
     best = max(((med(f"mnist/{n}/{p}/64", "rps"), f"{SHOWN[n]}, {'REST' if p == 'rest' else 'gRPC'}")
                 for n in BATCHING_SERVERS for p in ("rest", "grpc")), key=lambda x: x[0] if x[0] == x[0] else -1)
     batch64, batch64_where = best
@@ -644,7 +695,9 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     add("|---|---|---|")
     add(f"| REST sequential p50 <= 2x in-process 1-image call ({one_ms:.3f} ms) | {rest_seq:.3f} ms = "
         f"{rest_seq / one_ms:.1f}x | {verdict(rest_seq <= 2 * one_ms, f'{rest_seq / (2 * one_ms):.1f}x over')} |")
-    add(f"| gRPC sequential p50 <= 2x in-process | {grpc_seq:.3f} ms = {grpc_seq / one_ms:.1f}x | "
+    by = (f"h2load; Python client {grpc_seq_py:.3f} ms = {grpc_seq_py / one_ms:.1f}x" if use_h2load
+          else "Python client")
+    add(f"| gRPC sequential p50 <= 2x in-process | {grpc_seq:.3f} ms = {grpc_seq / one_ms:.1f}x ({by}) | "
         f"{verdict(grpc_seq <= 2 * one_ms, f'{grpc_seq / (2 * one_ms):.1f}x over')} |")
     add(f"| 64 clients with batching >= 25% of in-process batch-64 ({b64:,.0f} images/s) | {batch64:,.0f} req/s = "
         f"{batch64 / b64 * 100:.1f}% ({batch64_where}) | "
@@ -675,7 +728,7 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         add("|---|---|---|---|---|---|---|---|---|")
         for conns in levels:
             flask_rps = med(f"{model}/flask/rest/{conns}", "rps")
-            for proto in ("rest", "grpc"):
+            for proto in ("rest", "grpc", "h2load"):
                 for name, shown in SHOWN.items():
                     key = f"{model}/{name}/{proto}/{conns}"
                     if key not in scenarios:
@@ -683,9 +736,11 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
                     rps, p50, p99 = med(key, "rps"), med(key, "p50_ms"), med(key, "p99_ms")
                     errors = sum(s.get("errors", 0) for s in scenarios[key].samples)
                     what = "sequential" if conns == 1 else f"{conns} clients"
+                    if conns == 1 and use_h2load and proto != "rest":
+                        what += ", h2load" if proto == "h2load" else ", Python client"
                     cpu = (f"{fmt(cpu_per_request(key, 'loop'), 0)} / {fmt(cpu_per_request(key, 'other'), 0)}"
                            if conns > 1 else "")
-                    add(f"| {proto.upper() if proto == 'rest' else 'gRPC'} {what} | {shown} | {fmt(rps)} | {fmt(p50, 3)} | "
+                    add(f"| {'REST' if proto == 'rest' else 'gRPC'} {what} | {shown} | {fmt(rps)} | {fmt(p50, 3)} | "
                         f"{fmt(p99, 3)} | {fmt(p50 / single, 1)}x | "
                         f"{fmt(rps / flask_rps, 1) + 'x' if name != 'flask' else ''} | {errors} | {cpu} |")
         add("")
@@ -754,6 +809,9 @@ def main() -> int:
     use_wrk = shutil.which("wrk") is not None
     if not use_wrk:
         log("wrk not found (apt-get install wrk): REST load comes from bench/loadgen.py instead")
+    use_h2load = shutil.which("h2load") is not None
+    if not use_h2load:
+        log("h2load not found (apt-get install nghttp2-client): gRPC sequential latency only from a Python client")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pyserving-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -765,7 +823,7 @@ def main() -> int:
     try:
         servers = start_servers(work)
         inproc_calls = InProcessCalls(work)
-        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, inproc_calls)
+        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, use_h2load, inproc_calls)
         for rep in range(args.reps):
             for scenario in round_order(scenarios, rep):
                 log(f"rep {rep + 1}/{args.reps}: {scenario.key}")
@@ -779,7 +837,7 @@ def main() -> int:
             server.stop()
         if inproc_calls is not None:
             inproc_calls.stop()
-    write_report(args.out, info, args, use_wrk, inproc, servers, {s.key: s for s in scenarios}, rss_peak,
+    write_report(args.out, info, args, use_wrk, use_h2load, inproc, servers, {s.key: s for s in scenarios}, rss_peak,
                  profile_text, time.perf_counter() - started)
     log(f"wrote {args.out} (work files in {work})")
     return 0
