@@ -55,6 +55,8 @@ def test_status_is_byte_for_byte_tf_serving(server):
     r = server.get("/v1/models/default")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
+    assert "server" not in r.headers  # TF Serving's libevent sends Date, no Server header
+    assert "date" in r.headers
     assert r.text == (
         '{\n "model_version_status": [\n  {\n   "version": "123",\n   "state": "AVAILABLE",\n'
         '   "status": {\n    "error_code": "OK",\n    "error_message": ""\n   }\n  }\n ]\n}\n'

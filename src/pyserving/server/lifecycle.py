@@ -339,6 +339,7 @@ async def serve(options: Any) -> int:
                 config = uvicorn.Config(
                     app, lifespan="off", http=HttpProtocol, access_log=False, log_config=None,
                     proxy_headers=False,  # nothing reads the client address: no rewriting layer
+                    server_header=False,  # TF Serving's libevent answers without a Server header
                     timeout_graceful_shutdown=options.shutdown_grace_seconds, timeout_keep_alive=75,
                 )
                 server = _Uvicorn(config)
