@@ -13,7 +13,8 @@ What it does, in one run so that every number is a ratio measured side by side:
    (``tensor_content``, what ``tf.make_tensor_proto`` sends); the same for 10,000 images
    (seed 004's experiment); ``[[1.0]]`` for half_plus_two.
 2. In-process limit (`bench/inprocess.py`): the same signature called directly, pinned to
-   the server's core: 1 image, batches of 32, 64 and 10,000.
+   the server's core: 1 image, batches of 32, 64 and 10,000, before the servers start, and
+   again (all but 10,000) in every repetition among the load runs; ratios use the medians.
 3. Starts three servers at once, each pinned to CPU 0 (clients run on CPU 1): pyserving
    with batching off, pyserving with batching on twice (`BATCHING_SERVERS`: max_batch_size
    64, one batch thread, batch_timeout_micros 2000 and 10000), and `bench/flask_server.py`. Records the
@@ -347,7 +348,8 @@ class Scenario:
 
 
 def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], duration: float,
-                    use_wrk: bool, use_h2load: bool, inproc_10k: Callable[[], dict[str, float]]) -> list[Scenario]:
+                    use_wrk: bool, use_h2load: bool, inproc_10k: Callable[[], dict[str, float]],
+                    work: Path) -> list[Scenario]:
     scenarios: list[Scenario] = []
 
     def rest(server: Server, model: str, body: Path, conns: int) -> Callable[[], dict[str, float]]:
@@ -369,6 +371,7 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
 
     for model, levels in (("mnist", (1, 16, 64)), ("half_plus_two", (1, 64))):
         one_json, one_bin = payload[f"{model}_json"], payload[f"{model}_bin"]
+        scenarios.append(Scenario(f"{model}/inprocess/limit", limit_scenario(work, model)))
         for name in ("pyserving", "batching", "batching10"):
             server = servers[name]
             for conns in levels:
@@ -522,19 +525,50 @@ class InProcessCalls:
         self.proc.wait(timeout=30)
 
 
+LIMIT_BATCHES = {"mnist": (MNIST_INPUT, ["28", "28", "1"], "1,32,64"),
+                 "half_plus_two": ("x", ["1"], "1,64")}
+
+
+def measure_limit(work: Path, model: str, batches: str, seconds: float) -> dict[str, Any]:
+    """`bench/inprocess.py` on one model, pinned to the server's core: {batch: figures}."""
+    alias, shape, _ = LIMIT_BATCHES[model]
+    cmd = pinned(SERVER_CPU, [PY, str(BENCH / "inprocess.py"), str(work / "models" / model / "1"), alias,
+                              *shape, "--batches", batches, "--seconds", str(seconds)])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def in_process(work: Path) -> dict[str, Any]:
+    """The limit measured once before the servers start (also batch 10,000 for MNIST)."""
     log("measuring the in-process limit")
-    result = {}
-    for model, alias, shape, batches in (
-        ("mnist", MNIST_INPUT, ["28", "28", "1"], "1,32,64,10000"),
-        ("half_plus_two", "x", ["1"], "1,64"),
-    ):
-        cmd = pinned(SERVER_CPU, [PY, str(BENCH / "inprocess.py"), str(work / "models" / model / "1"), alias,
-                                  *shape, "--batches", batches, "--seconds", "3"])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        result[model] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return {model: measure_limit(work, model, batches + (",10000" if model == "mnist" else ""), 3)
+            for model, (_, _, batches) in LIMIT_BATCHES.items()}
+
+
+def limit_scenario(work: Path, model: str) -> Callable[[], dict[str, float]]:
+    """The limit again in every repetition, among the load runs: this VM drifts over a run
+    (the 1-image call moved between 0.18 and 0.26 ms from one run to the next), so the
+    ratios use the median of all measurements, taken in the same stretch as the servers'."""
+    def run() -> dict[str, float]:
+        figures = measure_limit(work, model, LIMIT_BATCHES[model][2], 1.5)
+        return {f"{b}_{k}": v for b, f in figures.items() for k, v in f.items()}
+    return run
+
+
+def combined_limit(before: dict[str, Any], scenarios: dict[str, "Scenario"]) -> dict[str, Any]:
+    """{model: {batch: {median_s, rows_per_s, n, lo_s, hi_s}}}: per batch size, the median
+    of the measurement before the run and those of every repetition."""
+    out: dict[str, Any] = {}
+    for model, first in before.items():
+        samples = scenarios[f"{model}/inprocess/limit"].samples if f"{model}/inprocess/limit" in scenarios else []
+        out[model] = {}
+        for batch, figures in first.items():
+            times = [figures["median_s"]] + [s[f"{batch}_median_s"] for s in samples if f"{batch}_median_s" in s]
+            median = statistics.median(times)
+            out[model][batch] = {"median_s": median, "rows_per_s": int(batch) / median, "n": len(times),
+                                 "lo_s": min(times), "hi_s": max(times)}
+    return out
 
 
 def start_servers(work: Path) -> dict[str, Server]:
@@ -721,7 +755,11 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         add(f"## {label}")
         add("")
         add(f"In-process limit: 1 row {single:.3f} ms per call ({inp['1']['rows_per_s']:,.0f}/s); "
-            + ", ".join(f"batch of {b}: {inp[b]['rows_per_s']:,.0f} rows/s" for b in inp if b != "1") + ".")
+            + ", ".join(f"batch of {b}: {inp[b]['rows_per_s']:,.0f} rows/s" for b in inp if b != "1") + ". "
+            + (f"Medians of {inp['1']['n']} measurements, one before the servers start and one in every "
+               f"repetition (1 row: {inp['1']['lo_s'] * 1e3:.3f}-{inp['1']['hi_s'] * 1e3:.3f} ms"
+               + (f"; batch of 64: {64 / inp['64']['hi_s']:,.0f}-{64 / inp['64']['lo_s']:,.0f} rows/s"
+                  if "64" in inp else "") + ")." if inp["1"]["n"] > 1 else ""))
         add("")
         add("| Scenario | Server | req/s | p50 ms | p99 ms | p50 / in-process | req/s vs Flask | errors | "
             "CPU µs/req loop / other |")
@@ -823,7 +861,7 @@ def main() -> int:
     try:
         servers = start_servers(work)
         inproc_calls = InProcessCalls(work)
-        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, use_h2load, inproc_calls)
+        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, use_h2load, inproc_calls, work)
         for rep in range(args.reps):
             for scenario in round_order(scenarios, rep):
                 log(f"rep {rep + 1}/{args.reps}: {scenario.key}")
@@ -837,7 +875,8 @@ def main() -> int:
             server.stop()
         if inproc_calls is not None:
             inproc_calls.stop()
-    write_report(args.out, info, args, use_wrk, use_h2load, inproc, servers, {s.key: s for s in scenarios}, rss_peak,
+    by_key = {s.key: s for s in scenarios}
+    write_report(args.out, info, args, use_wrk, use_h2load, combined_limit(inproc, by_key), servers, by_key, rss_peak,
                  profile_text, time.perf_counter() - started)
     log(f"wrote {args.out} (work files in {work})")
     return 0
