@@ -500,6 +500,11 @@ class BatchingLoader:
         options = self._options()
         if options is not None:
             options.validate()
+        # TF Serving wraps the session for batching before it replays the warmup file, so
+        # warmup requests go through the batch queue (and warm what batching runs).
+        warm_here = options is not None and hasattr(self._inner, "warmup")
+        if warm_here:
+            self._inner.defer_warmup = True
         self._inner.load()
         servable = self._inner.servable()
         if options is not None:
@@ -515,6 +520,13 @@ class BatchingLoader:
                 options.execution_batch_size, self._scheduler.thread_pool_name,
                 self._scheduler.num_batch_threads,
             )
+            if warm_here:
+                try:
+                    self._inner.warmup(servable)
+                except BaseException:
+                    servable.close()
+                    self._inner.unload()  # a failed warmup fails the load
+                    raise
         self._servable = servable
 
     def unload(self) -> None:

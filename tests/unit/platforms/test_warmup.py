@@ -349,3 +349,73 @@ def test_from_flags():
     hook = lambda *a: None  # noqa: E731
     assert WarmupOptions.from_flags(True, 5, hook) == WarmupOptions(5, hook)
     assert WarmupOptions(0).describe() == ""
+
+
+# ---------------------------------------------------------------------------- with batching
+
+
+class _Enqueued:
+    """BatchObserver recording every enqueued task's (model, size)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int]] = []
+
+    def on_enqueue(self, model_name: str, queue_name: str, task_size: int, queue_depth: int) -> None:
+        self.tasks.append((model_name, task_size))
+
+    def on_batch(self, stats: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def batching() -> Iterator[tuple[Any, _Enqueued]]:
+    from pyserving.batching.scheduler import BatchScheduler
+
+    enqueued = _Enqueued()
+    scheduler = BatchScheduler(1, observers=[enqueued])
+    yield scheduler, enqueued
+    scheduler.stop(10)
+
+
+def batched_loader(version_dir: Path, scheduler: Any) -> Any:
+    from pyserving.batching.batching_servable import BatchingLoader
+    from pyserving.batching.options import BatchingConfig, BatchingOptions
+
+    config = BatchingConfig(BatchingOptions(max_batch_size=4, batch_timeout_micros=0))
+    return BatchingLoader(SavedModelLoader(str(version_dir)), scheduler, config, str(version_dir), "hp2", 1)
+
+
+def test_with_batching_warmup_runs_through_the_batch_queue(tmp_path, batching):
+    """TF Serving wraps the session for batching before replaying warmup, so warmup
+    requests are batched like served ones (and warm the batched path)."""
+    scheduler, enqueued = batching
+    version = modelgen.make_half_plus_two(tmp_path / "hp2", 1)
+    write_warmup(version, [predict_log(x=np.array([[1.0], [2.0]], np.float32))] * 3)
+    loader = batched_loader(version, scheduler)
+    loader.load()
+    try:
+        assert enqueued.tasks == [("hp2", 2)] * 3
+        servable = loader.servable()
+        out = servable.run(servable.signatures["serving_default"], {"x": np.array([[4.0]], np.float32)})
+        assert out["y"].tolist() == [[4.0]]
+    finally:
+        loader.unload()
+
+
+def test_with_batching_a_failed_warmup_fails_the_load_and_frees_the_version(tmp_path, batching):
+    scheduler, enqueued = batching
+    version = modelgen.make_half_plus_two(tmp_path / "hp2", 1)
+    write_warmup(version, [predict_log(x=np.array([[1.0]], np.float32)), predict_log("nope")])
+    loader = batched_loader(version, scheduler)
+    with pytest.raises(ServingError) as info:
+        loader.load()
+    assert info.value.code == Code.FAILED_PRECONDITION
+    assert enqueued.tasks == [("hp2", 1)]
+    with pytest.raises(ServingError, match="is not loaded"):
+        loader.servable()
+    write_warmup(version, [predict_log(x=np.array([[1.0]], np.float32))])
+    loader.load()  # nothing was left half-loaded: the fixed folder loads
+    try:
+        assert enqueued.tasks == [("hp2", 1)] * 2
+    finally:
+        loader.unload()

@@ -143,13 +143,23 @@ class SavedModelLoader:
                 f"Failed to load SavedModel at {export_dir}: {type(e).__name__}: {e}",
             ) from None
         # --- issue 5: replay assets.extra/tf_serving_warmup_requests before AVAILABLE ---
-        if self._warmup is not None:
+        if not self.defer_warmup:
             try:
-                run_warmup(self._servable, export_dir, self._warmup)
+                self.warmup(self._servable)
             except BaseException:
                 self.unload()  # a failed warmup fails the load; nothing stays allocated
                 raise
         # --- end issue 5 ---
+
+    # Set by a loader that wraps this one's servable (batching) and replays the warmup
+    # file through its wrapper instead, as TF Serving warms the batching session.
+    defer_warmup = False
+
+    def warmup(self, servable: Any) -> None:
+        """Replay the version's warmup file (if enabled) against `servable`: this loader's
+        own or a wrapper around it. Raises `ServingError`; the caller unloads."""
+        if self._warmup is not None:
+            run_warmup(servable, self._export_dir, self._warmup)
 
     def unload(self) -> None:
         """Close the session and drop every reference to the graph."""

@@ -9,7 +9,8 @@ this module:
   ``tensorflow.serving.PredictionLog``. Its ``predict_log``, ``classify_log``,
   ``regress_log`` or ``multi_inference_log`` request is run against the servable being
   loaded (the request's model name and version are irrelevant; its signature name is
-  honoured); the logged response is ignored. A record with no log set does nothing.
+  honoured); the logged response is ignored. With batching, that servable is the batching
+  wrapper (TF Serving wraps the session before warmup), so warmup requests are batched. A record with no log set does nothing.
   ``session_run_log`` and ``predict_streamed_log`` fail with UNIMPLEMENTED
   ``Unsupported log_type for warmup: <field number>``.
 - Each record is replayed ``num_request_iterations`` times (the flag
