@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from pyserving.api.rest import _raw_array, json_codec
+from pyserving.api.rest import _protojson, _raw_array, json_codec
 from pyserving.api.rest._rapidjson import debug_string
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import Signature, TensorSpec
@@ -602,6 +602,17 @@ def test_encode_status():
     two = json.loads(json_codec.encode_status([(2, "END", "UNKNOWN", "a <b> \"c\""), (1, "AVAILABLE", "OK", "")]))
     assert [v["version"] for v in two["model_version_status"]] == ["2", "1"]
     assert b'"a \\u003cb\\u003e \\"c\\""' in json_codec.encode_status([(2, "END", "UNKNOWN", 'a <b> "c"')])
+
+
+def test_status_strings_quoted_like_the_protobuf_writer():
+    # the fast path for plain ASCII must agree with the character-by-character writer
+    for cp in range(0x80):
+        for text in (chr(cp), "model_" + chr(cp) + "_x"):
+            assert _protojson.quote(text) == _protojson._quote_each(text), cp
+    escaped = {'"': '\\"', "\\": "\\\\", "<": "\\u003c", ">": "\\u003e", "\n": "\\n", "\x7f": "\\u007f"}
+    for ch, text in escaped.items():
+        assert _protojson.quote(ch) == '"' + text + '"'
+    assert _protojson.quote("mnist-2_v1.0 (a/b)") == '"mnist-2_v1.0 (a/b)"'
 
 
 def test_encode_metadata_matches_tf_serving(testdata: Path):

@@ -11,6 +11,7 @@ way TF Serving's printer emits it (declaration order, a set oneof member last).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping
 
 __all__ = ["dumps", "quote", "order_signature_def_map"]
@@ -28,7 +29,17 @@ def _must_escape(cp: int) -> bool:
 _SHORT = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x22: '\\"', 0x0C: "\\f", 0x08: "\\b", 0x5C: "\\\\"}
 
 
+# Printable ASCII that the writer copies as is: all of it but '"', '\\', '<' and '>'.
+_PLAIN = re.compile(r'[\x20\x21\x23-\x3b\x3d\x3f-\x5b\x5d-\x7e]*')
+
+
 def quote(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # names, states, versions: nothing to look at one by one
+        return '"' + text + '"'
+    return _quote_each(text)
+
+
+def _quote_each(text: str) -> str:
     out = ['"']
     for ch in text:
         cp = ord(ch)
@@ -60,6 +71,19 @@ def _number(v: float) -> str:
 
 
 def dumps(value: Any, indent: int = 0) -> str:
+    # scalars first: they are most of the calls, and a Mapping check on them is an ABC lookup
+    if isinstance(value, str):
+        return quote(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _number(value)
     if isinstance(value, Mapping):
         if not value:
             return "{}"
@@ -72,18 +96,6 @@ def dumps(value: Any, indent: int = 0) -> str:
         pad = "\n" + " " * (indent + 1)
         body = ",".join(pad + dumps(v, indent + 1) for v in value)
         return "[" + body + "\n" + " " * indent + "]"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return quote(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _number(value)
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
