@@ -5,7 +5,8 @@
 Loads the SavedModel version directory the way the server does (`SavedModelLoader`, one
 session, a prepared callable per signature) and times `TensorFlowServable.run` on random
 float32 inputs of shape [batch, *SHAPE] for each batch size: median seconds per call and
-images (rows) per second. Prints one JSON object keyed by batch size. Run it pinned to the
+images (rows) per second, the calls back to back (or, with `--gap-us`, each after an idle
+sleep, as a sequential client's requests reach a server). Prints one JSON object keyed by batch size. Run it pinned to the
 core the server gets, so the ratios compare like with like.
 
 With `--serve N` it loads the model, makes N random rows, calls the signature on them three
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,32,64")
     ap.add_argument("--seconds", type=float, default=2.0, help="time budget per batch size")
     ap.add_argument("--serve", type=int, default=0, help="answer stdin lines with one call of this many rows")
+    ap.add_argument("--gap-us", type=float, default=0.0,
+                    help="sleep this long before each timed call (the idle gap a sequential client leaves)")
     args = ap.parse_args()
     _keep_freed_memory()  # the server's allocator setting, so the limit gets it too
     loader = SavedModelLoader(args.model_dir)
@@ -65,6 +68,8 @@ def main() -> None:
         times: list[float] = []
         budget_end = time.perf_counter() + args.seconds
         while len(times) < 5 or (time.perf_counter() < budget_end and len(times) < 20000):
+            if args.gap_us:
+                time.sleep(args.gap_us / 1e6)
             t0 = time.perf_counter()
             servable.run(signature, inputs)
             times.append(time.perf_counter() - t0)

@@ -26,6 +26,11 @@ What it does, in one run so that every number is a ratio measured side by side:
    REST and gRPC. For concurrency runs it also reads the server's per-thread CPU time from
    /proc, i.e. CPU microseconds per request on the event-loop thread versus the TensorFlow
    threads.
+   The floor under the latency and throughput targets: `bench/floor_server.py` (the same
+   HTTP and gRPC stacks answering at once, with no request path behind them) measured like
+   the servers, TensorFlow's own run inside the server during the sequential runs (the
+   server's `runtime_latency`, from its Prometheus endpoint), and the in-process 1-image
+   call after an idle gap; the report says what each target leaves for pyserving's code.
 5. With py-spy installed (``pip install py-spy``), samples the 10 ms batching server under 64
    REST and 64 gRPC clients (``--gil``: only the thread holding the GIL) and lists the top
    functions.
@@ -43,6 +48,7 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -217,6 +223,73 @@ class Server:
         self._log.close()
 
 
+class FloorServer(Server):
+    """`bench/floor_server.py`: pyserving's HTTP and gRPC stacks with nothing behind them,
+    answering with the real server's own answers to the MNIST requests."""
+
+    def start(self, timeout: float = 60) -> None:
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(pinned(SERVER_CPU, self.cmd), stdout=subprocess.PIPE, stderr=self._log,
+                                     stdin=subprocess.DEVNULL, text=True, cwd=REPO,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
+
+
+def start_floor(work: Path, server: Server, payload: dict[str, Path]) -> FloorServer:
+    status, answer = http_request("POST", server.rest_port, "/v1/models/mnist:predict",
+                                  payload["mnist_json"].read_bytes())
+    if status != 200:
+        raise RuntimeError(f"the MNIST predict answered {status}: {answer[:200]!r}")
+    (work / "floor_answer.json").write_bytes(answer)
+    subprocess.run([PY, "-c", GRPC_ANSWER, str(server.grpc_port), str(payload["mnist_bin"]),
+                    str(work / "floor_answer.pb")], check=True, capture_output=True)
+    rest, grpc_port = free_port(), free_port()
+    floor = FloorServer("floor", [PY, str(BENCH / "floor_server.py"), f"--rest_api_port={rest}", f"--port={grpc_port}",
+                                  f"--answer={work / 'floor_answer.json'}", f"--grpc_answer={work / 'floor_answer.pb'}"],
+                        [], rest, grpc_port, work / "floor.log")
+    log("starting the floor server (the HTTP and gRPC stacks alone)")
+    floor.start()
+    return floor
+
+
+GRPC_ANSWER = r"""
+import sys, grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+port, request, out = sys.argv[1:]
+with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    answer = stub.Predict(predict_pb2.PredictRequest.FromString(open(request, "rb").read()), timeout=30)
+open(out, "wb").write(answer.SerializeToString())
+"""
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+_RUNTIME = re.compile(r"^:tensorflow:serving:runtime_latency_(sum|count)\{([^}]*)\} (\S+)$", re.M)
+
+
+def runtime_totals(port: int, model: str) -> tuple[float, float]:
+    """(sum µs, count) of the server's `runtime_latency` for `model`: TensorFlow's run alone."""
+    _, text = http_request("GET", port, METRICS_PATH, timeout=30)
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, labels, value in _RUNTIME.findall(text.decode()):
+        if f'model_name="{model}"' in labels:
+            totals[kind] += float(value)
+    return totals["sum"], totals["count"]
+
+
+def with_runtime(run: Callable[[], dict[str, float]], port: int, model: str) -> Callable[[], dict[str, float]]:
+    """`run`, plus `tf_run_ms`: the mean of TensorFlow's own runs inside the server meanwhile."""
+    def measured() -> dict[str, float]:
+        s0, n0 = runtime_totals(port, model)
+        sample = run()
+        s1, n1 = runtime_totals(port, model)
+        if n1 > n0:
+            sample["tf_run_ms"] = (s1 - s0) / (n1 - n0) / 1e3
+        return sample
+    return measured
+
+
 def http_request(method: str, port: int, path: str, body: bytes | None = None,
                  timeout: float = 600) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -349,7 +422,7 @@ class Scenario:
 
 def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], duration: float,
                     use_wrk: bool, use_h2load: bool, inproc_10k: Callable[[], dict[str, float]],
-                    work: Path) -> list[Scenario]:
+                    work: Path, floor: Server | None = None) -> list[Scenario]:
     scenarios: list[Scenario] = []
 
     def rest(server: Server, model: str, body: Path, conns: int) -> Callable[[], dict[str, float]]:
@@ -377,12 +450,25 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
             for conns in levels:
                 if name == "batching10" and (model != "mnist" or conns == 1):
                     continue  # the 10 ms server: MNIST under load only
-                scenarios.append(Scenario(f"{model}/{name}/rest/{conns}", rest(server, model, one_json, conns), server,
-                                          rest_warm(server, model, one_json, conns)))
+                # sequential runs also read TensorFlow's own time inside the server (`tf_run_ms`)
+                seq = (lambda r, s=server: with_runtime(r, s.rest_port, model)) if conns == 1 else (lambda r: r)
+                scenarios.append(Scenario(f"{model}/{name}/rest/{conns}", seq(rest(server, model, one_json, conns)),
+                                          server, rest_warm(server, model, one_json, conns)))
                 scenarios.append(Scenario(f"{model}/{name}/grpc/{conns}", grpc_(server, one_bin, conns), server))
                 if conns == 1 and use_h2load:
-                    scenarios.append(Scenario(f"{model}/{name}/h2load/1", lambda s=server, b=one_bin: run_h2load(
-                        s.grpc_port, b, 1, duration), server))
+                    scenarios.append(Scenario(f"{model}/{name}/h2load/1", seq(lambda s=server, b=one_bin: run_h2load(
+                        s.grpc_port, b, 1, duration)), server))
+        if model == "mnist":
+            # The floor: the same HTTP and gRPC stacks answering at once (`bench/floor_server.py`),
+            # and the in-process call after an idle gap, as a sequential client's calls come.
+            scenarios.append(Scenario("mnist/inprocess/gap", gap_limit_scenario(work)))
+            if floor is not None:
+                for conns in (1, 64):
+                    scenarios.append(Scenario(f"mnist/floor/rest/{conns}", rest(floor, model, one_json, conns), floor,
+                                              rest_warm(floor, model, one_json, conns)))
+                scenarios.append(Scenario("mnist/floor/h2load/1" if use_h2load else "mnist/floor/grpc/1",
+                                          (lambda: run_h2load(floor.grpc_port, one_bin, 1, duration)) if use_h2load
+                                          else grpc_(floor, one_bin, 1), floor))
         for conns in levels:
             scenarios.append(Scenario(f"{model}/flask/rest/{conns}", rest(servers["flask"], model, one_json, conns),
                                       servers["flask"], rest_warm(servers["flask"], model, one_json, conns)))
@@ -556,6 +642,22 @@ def limit_scenario(work: Path, model: str) -> Callable[[], dict[str, float]]:
     return run
 
 
+GAP_US = 150  # about what a sequential client's answer and next request spend outside the server
+
+
+def gap_limit_scenario(work: Path) -> Callable[[], dict[str, float]]:
+    """The 1-image call, each after an idle sleep of GAP_US (the vCPU and TensorFlow's threads
+    idle between a sequential client's requests; back to back they never do)."""
+    def run() -> dict[str, float]:
+        alias, shape, _ = LIMIT_BATCHES["mnist"]
+        cmd = pinned(SERVER_CPU, [PY, str(BENCH / "inprocess.py"), str(work / "models" / "mnist" / "1"), alias,
+                                  *shape, "--batches", "1", "--seconds", "1.5", "--gap-us", str(GAP_US)])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return {"median_ms": json.loads(out.stdout.strip().splitlines()[-1])["1"]["median_s"] * 1e3}
+    return run
+
+
 def combined_limit(before: dict[str, Any], scenarios: dict[str, "Scenario"]) -> dict[str, Any]:
     """{model: {batch: {median_s, rows_per_s, n, lo_s, hi_s}}}: per batch size, the median
     of the measurement before the run and those of every repetition."""
@@ -578,6 +680,8 @@ def start_servers(work: Path) -> dict[str, Server]:
         f'  config {{ name: "mnist" base_path: "{work / "models" / "mnist"}" model_platform: "tensorflow" }}\n'
         f'  config {{ name: "half_plus_two" base_path: "{work / "models" / "half_plus_two"}" '
         'model_platform: "tensorflow" }\n}\n')
+    monitoring = work / "monitoring.config"  # the runtime_latency of sequential runs is read from it
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     servers: dict[str, Server] = {}
     variants: list[tuple[str, list[str]]] = [("pyserving", [])]
     for name, timeout in BATCHING_SERVERS.items():
@@ -587,7 +691,8 @@ def start_servers(work: Path) -> dict[str, Server]:
     for name, extra in variants:
         rest, grpc_port = free_port(), free_port()
         cmd = [PY, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest}",
-               f"--model_config_file={config}", "--file_system_poll_wait_seconds=0", *extra]
+               f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
+               f"--monitoring_config_file={monitoring}", *extra]
         servers[name] = Server(name, cmd, ["mnist", "half_plus_two"], rest, grpc_port, work / f"{name}.log")
     rest = free_port()
     servers["flask"] = Server("flask", [PY, str(BENCH / "flask_server.py"), "--port", str(rest),
@@ -747,6 +852,7 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         f"{verdict(ours_rss <= flask_rss, f'+{ours_rss - flask_rss:.0f} MiB')} |")
     add(f"| AVAILABLE within 3 s of launch | {avail:.2f} s | {verdict(avail <= 3.0, f'+{avail - 3:.2f} s')} |")
     add("")
+    floor_section(add, med, one_ms, b64, use_h2load, grpc_seq_key)
     # --- detail tables
     for model, label, levels in (("mnist", "MNIST CNN (156,234 parameters), one image per request", (1, 16, 64)),
                                  ("half_plus_two", "half_plus_two, one value per request", (1, 64))):
@@ -827,6 +933,52 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     out.write_text("\n".join(lines) + "\n")
 
 
+def floor_section(add: Callable[[str], None], med: Callable[[str, str], float], one_ms: float, b64: float,
+                  use_h2load: bool, grpc_seq_key: str) -> None:
+    """What the sequential and 64-client targets leave for pyserving's own code, once the
+    HTTP/gRPC stack alone (`bench/floor_server.py`, measured the same way) and TensorFlow's
+    own run are paid for."""
+    floor_grpc_key = "mnist/floor/h2load/1" if use_h2load else "mnist/floor/grpc/1"
+    if math.isnan(med("mnist/floor/rest/1", "p50_ms")):
+        return  # no floor server in this run
+    gap_ms = med("mnist/inprocess/gap", "median_ms")
+    add("## The floor under the latency and throughput targets")
+    add("")
+    add("`bench/floor_server.py` runs pyserving's HTTP and gRPC stacks (uvicorn with pyserving's "
+        "protocol on uvloop, `grpc.aio`) in one process pinned like the servers, answering every "
+        "MNIST request at once with the real server's answer: no routing, JSON, metrics, thread hop "
+        "or model. It is measured like the servers. TensorFlow's run inside the server is the mean "
+        "of the server's own `runtime_latency` over the sequential run; the in-process 1-image call "
+        f"after an idle sleep of {GAP_US} µs (as a sequential client's requests reach a server) took "
+        f"{gap_ms:.3f} ms, against {one_ms:.3f} ms back to back.")
+    add("")
+    add("| Sequential p50 | target: 2x in-process | the stack alone | TensorFlow's run in the server | "
+        "stack + TensorFlow | left for pyserving's code | pyserving | pyserving's code now |")
+    add("|---|---|---|---|---|---|---|---|")
+    for route, floor_key, key in (("REST (wrk)", "mnist/floor/rest/1", "mnist/pyserving/rest/1"),
+                                  ("gRPC (h2load)" if use_h2load else "gRPC (Python client)", floor_grpc_key,
+                                   grpc_seq_key)):
+        stack, tf_ms, ours = med(floor_key, "p50_ms"), med(key, "tf_run_ms"), med(key, "p50_ms")
+        target = 2 * one_ms
+        add(f"| {route} | {target:.3f} ms | {stack:.3f} ms | {tf_ms:.3f} ms | {stack + tf_ms:.3f} ms = "
+            f"{(stack + tf_ms) / one_ms:.1f}x | {(target - stack - tf_ms) * 1e3:.0f} µs | {ours:.3f} ms | "
+            f"{(ours - stack - tf_ms) * 1e3:.0f} µs |")
+    add("")
+    budget = 1e6 / (0.25 * b64)
+    stack_cpu = med("mnist/floor/rest/64", "cpu_us_loop") + med("mnist/floor/rest/64", "cpu_us_other")
+    tf_us = 1e6 / b64
+    ours = med("mnist/batching10/rest/64", "cpu_us_loop") + med("mnist/batching10/rest/64", "cpu_us_other")
+    add("| 64 REST clients, one core | target: 25% of in-process batch-64 | the stack alone | "
+        "TensorFlow per image (in-process batch of 64) | stack + TensorFlow | left for pyserving's code | "
+        "pyserving+batching 10 ms | pyserving's code now |")
+    add("|---|---|---|---|---|---|---|---|")
+    add(f"| CPU µs per request | {budget:.0f} ({0.25 * b64:,.0f} req/s) | {stack_cpu:.0f} "
+        f"({med('mnist/floor/rest/64', 'rps'):,.0f} req/s) | {tf_us:.0f} | {stack_cpu + tf_us:.0f} | "
+        f"{budget - stack_cpu - tf_us:.0f} | {ours:.0f} ({med('mnist/batching10/rest/64', 'rps'):,.0f} req/s) | "
+        f"{ours - stack_cpu - tf_us:.0f} |")
+    add("")
+
+
 payload_sizes: dict[str, int] = {}
 
 
@@ -858,10 +1010,12 @@ def main() -> int:
     inproc = in_process(work)
     servers: dict[str, Server] = {}
     inproc_calls: InProcessCalls | None = None
+    floor: Server | None = None
     try:
         servers = start_servers(work)
         inproc_calls = InProcessCalls(work)
-        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, use_h2load, inproc_calls, work)
+        floor = start_floor(work, servers["pyserving"], payload)
+        scenarios = build_scenarios(servers, payload, args.duration, use_wrk, use_h2load, inproc_calls, work, floor)
         for rep in range(args.reps):
             for scenario in round_order(scenarios, rep):
                 log(f"rep {rep + 1}/{args.reps}: {scenario.key}")
@@ -871,7 +1025,7 @@ def main() -> int:
         rss_peak = {name: rss_mib(s.proc.pid)[1] for name, s in servers.items()}
         profile_text = "(skipped)" if args.no_profile else profile(servers, payload, use_wrk, work)
     finally:
-        for server in servers.values():
+        for server in [*servers.values(), *([floor] if floor is not None else [])]:
             server.stop()
         if inproc_calls is not None:
             inproc_calls.stop()
