@@ -1,7 +1,7 @@
 """The benchmark of issue 4, in one command: pyserving against the in-process limit and a
 naive Flask server, for seed 004's 156k-parameter MNIST CNN and for half_plus_two.
 
-    python bench/run.py                 # ~14 minutes; writes bench/RESULTS.md
+    python bench/run.py                 # ~16 minutes; writes bench/RESULTS.md
     python bench/run.py --reps 1 --duration 2 --out /tmp/RESULTS.md   # a quick look
 
 What it does, in one run so that every number is a ratio measured side by side:
