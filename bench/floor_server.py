@@ -29,7 +29,7 @@ import uvloop  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from pyserving.api.rest._http import HttpProtocol  # noqa: E402
-from pyserving.server import lifecycle  # noqa: E402  (uvicorn's body read buffer, as served)
+from pyserving.server import lifecycle  # noqa: E402,F401  (sets uvicorn's body read buffer, as served)
 
 _JSON = [(b"content-type", b"application/json")]
 
@@ -90,7 +90,6 @@ def main() -> None:
     ap.add_argument("--answer", required=True, help="the REST answer's bytes")
     ap.add_argument("--grpc_answer", required=True, help="a serialized PredictResponse")
     args = ap.parse_args()
-    assert lifecycle  # imported for its uvicorn setting
     uvloop.run(serve(args))
 
 

@@ -6,8 +6,8 @@ Loads the SavedModel version directory the way the server does (`SavedModelLoade
 session, a prepared callable per signature) and times `TensorFlowServable.run` on random
 float32 inputs of shape [batch, *SHAPE] for each batch size: median seconds per call and
 images (rows) per second, the calls back to back (or, with `--gap-us`, each after an idle
-sleep, as a sequential client's requests reach a server). Prints one JSON object keyed by batch size. Run it pinned to the
-core the server gets, so the ratios compare like with like.
+sleep, as a sequential client's requests reach a server). Prints one JSON object keyed by
+batch size. Run it pinned to the core the server gets, so the ratios compare like with like.
 
 With `--serve N` it loads the model, makes N random rows, calls the signature on them three
 times, prints `ready`, and then makes one call per line read from stdin, printing its

@@ -227,7 +227,7 @@ class FloorServer(Server):
     """`bench/floor_server.py`: pyserving's HTTP and gRPC stacks with nothing behind them,
     answering with the real server's own answers to the MNIST requests."""
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self) -> None:  # type: ignore[override]  # ready when it prints `ready`
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(pinned(SERVER_CPU, self.cmd), stdout=subprocess.PIPE, stderr=self._log,
                                      stdin=subprocess.DEVNULL, text=True, cwd=REPO,
@@ -615,11 +615,12 @@ LIMIT_BATCHES = {"mnist": (MNIST_INPUT, ["28", "28", "1"], "1,32,64"),
                  "half_plus_two": ("x", ["1"], "1,64")}
 
 
-def measure_limit(work: Path, model: str, batches: str, seconds: float) -> dict[str, Any]:
-    """`bench/inprocess.py` on one model, pinned to the server's core: {batch: figures}."""
+def measure_limit(work: Path, model: str, batches: str, seconds: float, gap_us: float = 0) -> dict[str, Any]:
+    """`bench/inprocess.py` on one model, pinned to the server's core: {batch: figures}
+    (`gap_us`: each call after that long an idle sleep)."""
     alias, shape, _ = LIMIT_BATCHES[model]
     cmd = pinned(SERVER_CPU, [PY, str(BENCH / "inprocess.py"), str(work / "models" / model / "1"), alias,
-                              *shape, "--batches", batches, "--seconds", str(seconds)])
+                              *shape, "--batches", batches, "--seconds", str(seconds), "--gap-us", str(gap_us)])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -649,12 +650,7 @@ def gap_limit_scenario(work: Path) -> Callable[[], dict[str, float]]:
     """The 1-image call, each after an idle sleep of GAP_US (the vCPU and TensorFlow's threads
     idle between a sequential client's requests; back to back they never do)."""
     def run() -> dict[str, float]:
-        alias, shape, _ = LIMIT_BATCHES["mnist"]
-        cmd = pinned(SERVER_CPU, [PY, str(BENCH / "inprocess.py"), str(work / "models" / "mnist" / "1"), alias,
-                                  *shape, "--batches", "1", "--seconds", "1.5", "--gap-us", str(GAP_US)])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        return {"median_ms": json.loads(out.stdout.strip().splitlines()[-1])["1"]["median_s"] * 1e3}
+        return {"median_ms": measure_limit(work, "mnist", "1", 1.5, GAP_US)["1"]["median_s"] * 1e3}
     return run
 
 
