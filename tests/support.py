@@ -8,6 +8,7 @@ condition fed by the thread reading the server's stderr.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ class ServerProcess:
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+        self.line_times: list[float] = []  # time.monotonic() each line of `lines` was read
         self._cond = threading.Condition()
         self._closed = False
 
@@ -76,6 +78,7 @@ class ServerProcess:
         for line in self.proc.stdout:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
+                self.line_times.append(time.monotonic())
                 self._cond.notify_all()
         with self._cond:
             self._closed = True
@@ -100,6 +103,11 @@ class ServerProcess:
                 if remaining <= 0:
                     raise AssertionError(f"no {text!r} within {timeout}s:\n{self.output_unlocked()}")
                 self._cond.wait(remaining)
+
+    def lines_with_times(self, start: int = 0) -> list[tuple[float, str]]:
+        """(time read, line) for every line from index `start`, a consistent snapshot."""
+        with self._cond:
+            return list(zip(self.line_times[start:], self.lines[start:]))
 
     def output_unlocked(self) -> str:
         return "\n".join(self.lines[-200:])
@@ -135,3 +143,27 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+
+
+# A metric name in a PromQL expression (dashboards and alert rules).
+METRIC = re.compile(r"(:tensorflow:[a-z_:]+|pyserving_[a-z_]+)")
+
+
+def exported_series() -> set[str]:
+    """Every series name the server can export (families, samples, histogram parts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pyserving.monitoring.exporter import render
+    from pyserving.monitoring.metrics import ServingMetrics
+
+    metrics = ServingMetrics()
+    metrics.bind_in_flight(lambda: {"m": 0})
+    names = set()
+    for family in text_string_to_metric_families(render(metrics.registry, metrics.exposition_names).decode()):
+        names.add(family.name)
+        names.update(s.name for s in family.samples)
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        if family.type == "counter":
+            names.add(family.name + "_total")
+    return names

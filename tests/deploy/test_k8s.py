@@ -17,7 +17,7 @@ import yaml
 from pyserving.cli.flags import parse_flags
 from pyserving.protos.config_protos import MonitoringConfig, parse_text
 from pyserving.server.model_config import parse_config_text, to_model_configs
-from support import REPO
+from support import METRIC, REPO, exported_series
 
 K8S = REPO / "deploy" / "k8s"
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -29,7 +29,7 @@ def load_all() -> dict[str, list[dict]]:
 
 DOCS = load_all()
 RESOURCES = [(name, doc) for name, docs in DOCS.items() for doc in docs if name != "kustomization.yaml"]
-BUILTIN = [(n, d) for n, d in RESOURCES if d["kind"] != "ServiceMonitor"]
+BUILTIN = [(n, d) for n, d in RESOURCES if d["kind"] not in ("ServiceMonitor", "PrometheusRule")]
 
 
 def one(kind: str, name: str | None = None) -> dict:
@@ -229,4 +229,14 @@ def test_kustomization_lists_every_manifest_but_the_optional_service_monitor():
     assert kustomization["kind"] == "Kustomization"
     listed = set(kustomization["resources"])
     assert all((K8S / r).is_file() for r in listed)
-    assert listed == set(DOCS) - {"kustomization.yaml", "servicemonitor.yaml"}
+    assert listed == set(DOCS) - {"kustomization.yaml", "servicemonitor.yaml", "prometheusrule.yaml"}
+
+
+def test_alert_rules_query_only_exported_metrics():
+    rule = one("PrometheusRule")
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert {"PyservingEventLoopBlocked", "PyservingRequestNeverEnds", "PyservingVersionStuckUnloading",
+            "PyservingHandlesHeldWhileIdle"} <= {a["alert"] for a in alerts}
+    queried = {m for a in alerts for m in METRIC.findall(a["expr"])}
+    known = exported_series()
+    assert queried and queried <= known, queried - known

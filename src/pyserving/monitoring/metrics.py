@@ -20,6 +20,10 @@ Two families share one registry (see `exporter.py` for the text format):
   retries and warmup included), `pyserving_model_unload_duration_seconds {model}`,
   `pyserving_in_flight_requests {model}` (read at scrape time from a callable),
   `pyserving_batch_size {model}` and `pyserving_batch_queue_depth {model}`.
+  Watchdogs: `pyserving_servable_handles_in_use {model, version}` (handles held on each
+  loaded or unloading version; an unload waits for them), `pyserving_oldest_request_age_seconds`
+  (the request in flight the longest; 0 when none), both read at scrape time, and
+  `pyserving_event_loop_lag_seconds` (fed by `watchdog.LoopWatchdog`).
   The `model` label of our request metrics is `_unknown` for names the manager has never
   seen, so requests for random names cannot grow the series without bound (TF Serving's
   own metrics keep the raw name, as TF Serving does).
@@ -74,6 +78,8 @@ EXAMPLE_COUNT_BUCKETS = tuple(float(2**i) for i in range(15))         # 1 .. 163
 # Ours (seconds).
 REQUEST_SECONDS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2,
                            0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+LOOP_LAG_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                            2.5, 5.0, 10.0, 30.0)
 LIFECYCLE_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                              300.0, 600.0, 1800.0)
 
@@ -114,6 +120,9 @@ class RequestRecord:
         self.signature = ""
         self.start = time.perf_counter()
 
+    def __str__(self) -> str:  # names the request in lifecycle logs
+        return f"{self.entrypoint} {self.api or 'request'} for model {self.model or '-'}"
+
 
 current_request: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
     "pyserving_current_request", default=None
@@ -151,6 +160,32 @@ class _InFlightCollector:
             for model, count in sorted(source().items()):
                 family.add_metric([model], count)
         yield family
+
+
+class _WatchdogCollector:
+    """Handles in use per version and the oldest request's age, read at scrape time."""
+
+    def __init__(self, open_requests: set[RequestRecord]) -> None:
+        self.handles: Callable[[], Mapping[Any, int]] | None = None
+        self._open = open_requests
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        handles = GaugeMetricFamily(
+            "pyserving_servable_handles_in_use",
+            "Handles held on a loaded or unloading version (an unload waits for them).",
+            labels=["model", "version"],
+        )
+        source = self.handles
+        if source is not None:
+            for sid, count in sorted(source().items(), key=lambda e: (e[0].name, e[0].version)):
+                handles.add_metric([sid.name, str(sid.version)], count)
+        yield handles
+        starts = [r.start for r in list(self._open)]  # a copy: the loop adds and removes
+        oldest = time.perf_counter() - min(starts) if starts else 0.0
+        yield GaugeMetricFamily(
+            "pyserving_oldest_request_age_seconds",
+            "Seconds the oldest request in flight has been running (0: none).", value=oldest,
+        )
 
 
 class BatchingMetrics:
@@ -277,6 +312,13 @@ class ServingMetrics:
         )
         self._in_flight = _InFlightCollector()
         self.registry.register(self._in_flight)  # type: ignore[arg-type]
+        self.event_loop_lag = self._histogram(
+            "pyserving_event_loop_lag_seconds", "How late the event loop ran a callback it was handed.",
+            [], LOOP_LAG_SECONDS_BUCKETS,
+        )
+        self._open: set[RequestRecord] = set()  # requests started and not finished
+        self._watchdog = _WatchdogCollector(self._open)
+        self.registry.register(self._watchdog)  # type: ignore[arg-type]
 
         # Label-child caches for the request path (key tuple -> child).
         self._count_children: dict[tuple[str, str], Any] = {}
@@ -303,11 +345,14 @@ class ServingMetrics:
     def start(self, entrypoint: str, api: str, model: str, *, tf_api: str | None) -> RequestRecord:
         """A new record (clock started). `entrypoint` is "rest" or "grpc"; `api` our label
         (predict, classify, regress, multi_inference, metadata, status, reload_config)."""
-        return RequestRecord(entrypoint, api, model, tf_api)
+        record = RequestRecord(entrypoint, api, model, tf_api)
+        self._open.add(record)
+        return record
 
     def finish(self, record: RequestRecord, error: ServingError | None) -> None:
         """Count and time a finished request; `error` None means it succeeded."""
         elapsed = time.perf_counter() - record.start
+        self._open.discard(record)
         model = record.model
         code = Code.OK if error is None else error.code
         if record.tf_api is not None:
@@ -366,6 +411,11 @@ class ServingMetrics:
     def bind_in_flight(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Read `pyserving_in_flight_requests` from `source()` (model -> count) at scrape time."""
         self._in_flight.source = source
+
+    def bind_handles(self, source: Callable[[], Mapping[Any, int]]) -> None:
+        """Read `pyserving_servable_handles_in_use` from `source()` (ServableId -> handles
+        held) at scrape time."""
+        self._watchdog.handles = source
 
     # -- lifecycle (subscribe to ServerCore.bus) --------------------------------------------------
     def on_servable_state(self, event: Any) -> None:

@@ -175,3 +175,23 @@ def test_server_side_errors_are_logged_once_per_second_per_model_and_code(metric
     assert "RESOURCE_EXHAUSTED" in warnings[0].getMessage()
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert len(debug) == 1 and "INVALID_ARGUMENT" in debug[0].getMessage()
+
+
+def test_watchdog_gauges_read_handles_and_the_oldest_request_at_scrape_time():
+    from pyserving.core.servable_id import ServableId
+
+    metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
+    handles = {ServableId("m", 2): 3, ServableId("m", 1): 0}
+    metrics.bind_handles(lambda: handles)
+    get = metrics.registry.get_sample_value
+    assert get("pyserving_servable_handles_in_use", {"model": "m", "version": "2"}) == 3
+    assert get("pyserving_servable_handles_in_use", {"model": "m", "version": "1"}) == 0
+    assert get("pyserving_oldest_request_age_seconds") == 0.0
+    record = metrics.start("rest", "predict", "m", tf_api="predict")
+    record.start -= 5.0  # started five seconds ago
+    metrics.start("grpc", "predict", "m", tf_api="Predict")
+    assert get("pyserving_oldest_request_age_seconds") >= 5.0
+    metrics.finish(record, None)
+    assert get("pyserving_oldest_request_age_seconds") < 5.0
+    metrics.event_loop_lag.observe(0.002)
+    assert get("pyserving_event_loop_lag_seconds_count") == 1
