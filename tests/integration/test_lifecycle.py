@@ -140,6 +140,11 @@ def test_config_file_reload_adds_removes_and_relabels(tmp_path, versions):
         mark = server.wait_for_log("not applied", start=mark)
         assert server.post("/v1/models/b:predict", json={"inputs": [1.0]}).status_code == 200
 
+        config.write_text("")  # emptied (a truncating editor): keep serving, as TF Serving does
+        mark = server.wait_for_log("only legal to transition from one ModelConfigList to another", start=mark)
+        assert server.post("/v1/models/b:predict", json={"inputs": [1.0]}).status_code == 200
+        assert server.post("/v1/models/a/labels/stable:predict", json={"instances": [2.0]}).status_code == 200
+
         write(b)  # a removed
         mark = server.wait_for_log("Model config reloaded", start=mark)
         server.wait_for_log("{name: a version: 2} is END", start=mark)
@@ -248,6 +253,27 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path):
     assert [r.status_code for r in results] == [200] * 4
     assert server.wait_exit(60) == 0
     assert "Received SIGTERM" in server.output
+
+
+def test_sigterm_during_a_load_stuck_on_io_exits_within_the_grace(tmp_path):
+    """A variables file that is a FIFO: TensorFlow's read of it never returns. Shutdown
+    must not wait for that load (nor the interpreter for its thread)."""
+    modelgen.make_half_plus_two(tmp_path / "m", 1)
+    variables = tmp_path / "m" / "1" / "variables"
+    for data in variables.glob("variables.data-*"):
+        data.unlink()
+        os.mkfifo(data)
+    server = ServerProcess("--model_name=m", f"--model_base_path={tmp_path / 'm'}",
+                           "--shutdown_grace_seconds=2", grpc=False).launch()
+    try:
+        server.wait_for_log("{name: m version: 1} is LOADING")
+        server.wait_for_log("Restoring parameters")  # inside TensorFlow's read of the FIFO
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_exit(20) == 0
+        assert "still loading or unloading" in server.output
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
 
 
 def test_tensorflow_model_server_alias(tmp_path):

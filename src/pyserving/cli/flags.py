@@ -75,7 +75,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("model_name", str, "default", "name of model (ignored if --model_config_file is set)"),
     Flag("model_base_path", str, "", "path to export (ignored if --model_config_file is set)"),
     Flag("num_load_threads", _int, 0, "Number of threads used to load models (0: 4)"),
-    Flag("num_unload_threads", _int, 0, "Number of threads used to unload models", inert=True),
+    Flag("num_unload_threads", _int, 0, "Number of threads used to unload models (0: 2)"),
+    Flag("unload_drain_seconds", float, 300.0,
+         "pyserving: how long unloading a version waits for a request without a deadline that still "
+         "uses it (requests with a deadline are waited for until it has passed)"),
     Flag("max_num_load_retries", _int, 5, "maximum number of times it retries loading a model after the first failure"),
     Flag("load_retry_interval_micros", _int, 60 * 1000 * 1000,
          "The interval, in microseconds, between each servable load retry"),

@@ -102,19 +102,26 @@ def main(argv: list[str] | None = None) -> int:
 
     _keep_freed_memory()  # issue 4
     _import_tensorflow()  # first: the gRPC API protos import TensorFlow too
-    from pyserving.server.lifecycle import StartupError, serve
+    from pyserving.server.lifecycle import StartupError, serve, threads_left_behind
 
     try:
         try:
             import uvloop
         except ImportError:  # pragma: no cover - optional speed-up
-            return asyncio.run(serve(options))
-        return uvloop.run(serve(options))
+            code = asyncio.run(serve(options))
+        else:
+            code = uvloop.run(serve(options))
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
-        return 1
+        code = 1
+    if threads_left_behind():  # a stuck load would block the interpreter's exit forever
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

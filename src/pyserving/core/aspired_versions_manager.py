@@ -3,8 +3,15 @@
 Sources call `set_aspired_versions(name, versions)` with the full set of versions they
 want served (each a `ServableData`: a loader, or the error that prevented making one).
 `reconcile_once()` applies pending sets and starts at most one policy action per
-servable; loads and unloads run on the injected `submit` executor (a thread pool in the
-server, inline in tests, so tests step the lifecycle without sleeps or threads).
+servable; loads and unloads run on the injected `submit` / `submit_unload` executors
+(thread pools in the server, inline in tests, so tests step the lifecycle without sleeps
+or threads). Nothing here waits: a set that re-aspires a version still unloading stays
+pending (TF Serving's rule) and is applied by the round after that unload ends, so the
+version comes back; `reconcile_once()` returns True only when it changed something, so
+calling it until False always ends.
+
+An unload first drains the version's handles, with a bound (see `LoaderHarness`): past the
+longest deadline of the requests still holding it, it logs them and unloads anyway.
 
 Thread-safety: every public method may be called from any thread. `_lock` guards
 `_harnesses` and `_pending`; `_serving` is an immutable snapshot swapped under `_lock`
@@ -60,12 +67,16 @@ class AspiredVersionsManager:
         bus: EventBus[ServableState],
         *,
         submit: Callable[[Callable[[], None]], Any] = _inline,
+        submit_unload: Callable[[Callable[[], None]], Any] | None = None,
+        drain_no_deadline_seconds: float | None = None,
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._bus = bus
         self._submit = submit
+        self._submit_unload = submit_unload or submit
+        self._drain_no_deadline_seconds = drain_no_deadline_seconds
         self._max_retries = max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
         self._on_change = on_change or (lambda: None)
@@ -84,8 +95,12 @@ class AspiredVersionsManager:
         self._on_change()
 
     # -- request path ---------------------------------------------------------------
-    def get_handle(self, request: ServableRequest) -> ServableHandle:
-        """A handle on an AVAILABLE version, or NOT_FOUND in TF Serving's wording."""
+    def get_handle(self, request: ServableRequest, deadline: float | None = None,
+                   owner: object = None) -> ServableHandle:
+        """A handle on an AVAILABLE version, or NOT_FOUND in TF Serving's wording.
+
+        `deadline` (`time.monotonic()`) is the request's: an unload waits for this handle
+        until it has passed; `owner` names the request in the log of a drain that gave up."""
         for _ in range(3):  # a version may be unloading between the lookup and acquire
             entries = self._serving.get(request.name)
             harness = None
@@ -99,8 +114,9 @@ class AspiredVersionsManager:
                             break
             if harness is None:
                 break
-            if harness.try_acquire():
-                return ServableHandle(harness.id, harness.servable(), harness.release)
+            release = harness.try_acquire(deadline, owner)
+            if release is not None:
+                return ServableHandle(harness.id, harness.servable(), release)
         raise ServingError(Code.NOT_FOUND, f"Servable not found for request: {request}")
 
     def available_versions(self, name: str) -> list[int]:
@@ -109,19 +125,31 @@ class AspiredVersionsManager:
     def serving_names(self) -> list[str]:
         return list(self._serving)
 
+    def handles_in_use(self) -> dict[ServableId, int]:
+        """Handles held now on each loaded or unloading version (watchdog metrics)."""
+        with self._lock:
+            harnesses = [h for by_version in self._harnesses.values() for h in by_version.values()
+                         if h.state in (ManagerState.AVAILABLE, ManagerState.UNLOADING)]
+        return {h.id: h.in_flight for h in harnesses}
+
     # -- reconciliation -------------------------------------------------------------
     def reconcile_once(self) -> bool:
         """Apply pending aspired sets, then start one action per servable.
 
-        Returns True if anything changed (call again until it returns False to settle).
+        Returns True if anything changed (call again until it returns False to settle). A
+        set kept pending, because it re-aspires a version still unloading, is no change:
+        the end of that unload calls `on_change`.
         """
         events: list[ServableState] = []
         work: list[tuple[ActionKind, LoaderHarness]] = []
+        applied = False
         with self._lock:
             pending, self._pending = self._pending, {}
             for name, data in pending.items():
-                if not self._apply_aspired(name, data, events):
-                    self._pending.setdefault(name, data)  # retry once unloads finish
+                if self._apply_aspired(name, data, events):
+                    applied = True
+                else:
+                    self._pending.setdefault(name, data)  # a newer set may have arrived
             for name, by_version in self._harnesses.items():
                 action = availability_preserving(
                     AspiredVersionInfo(v, h.state, h.aspired, h.error is not None)
@@ -141,10 +169,11 @@ class AspiredVersionsManager:
         for event in events:
             self._publish(event)
         for kind, h in work:
-            self._submit(lambda h=h: self._load(h)) if kind is ActionKind.LOAD else self._submit(
-                lambda h=h: self._unload(h)
-            )
-        return bool(pending or work or events or changed_names)
+            if kind is ActionKind.LOAD:
+                self._submit(lambda h=h: self._load(h))
+            else:
+                self._submit_unload(lambda h=h: self._unload(h))
+        return bool(applied or work or events or changed_names)
 
     def _apply_aspired(self, name: str, data: list[ServableData], events: list[ServableState]) -> bool:
         by_version = self._harnesses.setdefault(name, {})
@@ -152,7 +181,7 @@ class AspiredVersionsManager:
         for d in wanted.values():
             h = by_version.get(d.id.version)
             if h is not None and h.state == ManagerState.UNLOADING:
-                return False  # re-aspired while unloading: wait until it has ended
+                return False  # re-aspired while unloading: applied once the unload has ended
         for version, h in list(by_version.items()):
             if version in wanted:
                 continue
@@ -230,7 +259,12 @@ class AspiredVersionsManager:
         self._on_change()
 
     def _unload(self, h: LoaderHarness) -> None:
-        h.stop_serving_and_drain()
+        still_held = h.stop_serving_and_drain(self._drain_no_deadline_seconds)
+        if still_held:
+            log.warning(
+                "Unloading servable %s without waiting longer for %d request(s) past their deadline "
+                "still holding it: %s", h.id, len(still_held), "; ".join(still_held),
+            )
         try:
             h.loader.unload()
         except BaseException:  # noqa: BLE001
@@ -247,6 +281,12 @@ class AspiredVersionsManager:
     def stop_retries(self) -> None:
         """Abort pending load retries (shutdown)."""
         self._stopping.set()
+
+    def busy_versions(self) -> list[ServableId]:
+        """Versions loading or unloading now."""
+        with self._lock:
+            return [h.id for by_version in self._harnesses.values() for h in by_version.values()
+                    if h.state in (ManagerState.LOADING, ManagerState.UNLOADING)]
 
     def is_settled(self) -> bool:
         """No pending sets, no load/unload in progress, nothing left to do."""

@@ -15,6 +15,10 @@ from pyserving.core.servable_id import ServableId
 __all__ = ["ServableRequest", "ServableHandle"]
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class ServableRequest:
     name: str
@@ -47,6 +51,12 @@ class ServableHandle:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+    def transfer(self) -> Callable[[], None]:
+        """Hand the duty to release to whoever calls the returned function (exactly once,
+        e.g. the worker running with the servable); `release()` here becomes a no-op."""
+        release, self._release = self._release, None
+        return release if release is not None else _nothing
 
     def __enter__(self) -> "ServableHandle":
         return self

@@ -33,10 +33,11 @@ from typing import Any
 import uvicorn
 
 from pyserving.core.servable_state import ManagerState, ServableState
-from pyserving.errors import ServingError
+from pyserving.errors import Code, ServingError
 from pyserving.monitoring.exporter import MonitoringConfigError, PrometheusExporter, read_monitoring_config
 from pyserving.monitoring.health import Health
 from pyserving.monitoring.metrics import ServingMetrics
+from pyserving.monitoring.watchdog import LoopWatchdog
 from pyserving.server.model_config import (
     ConfigParseError,
     ModelConfig,
@@ -52,6 +53,14 @@ __all__ = ["StartupError", "serve", "READY_MESSAGE"]
 log = logging.getLogger("pyserving")
 
 READY_MESSAGE = "Server ready: every model of the initial configuration is AVAILABLE"
+
+# Set when the server stopped with a load or unload still running (stuck on I/O, say):
+# the process must then exit without joining those threads.
+_threads_left_behind = False
+
+
+def threads_left_behind() -> bool:
+    return _threads_left_behind
 
 
 class StartupError(Exception):
@@ -176,8 +185,14 @@ async def _poll_config_file(core: ServerCore, path: str, every: float, last_text
         try:
             from pyserving.server.model_config import parse_config_text
 
-            models = to_model_configs(parse_config_text(text))
-            await core.reload_config(models)
+            config = parse_config_text(text)
+            if config.WhichOneof("config") is None:  # an emptied file, a half-written ConfigMap
+                raise ServingError(Code.FAILED_PRECONDITION, "Cannot transition to requested config. It is only "
+                                   "legal to transition from one ModelConfigList to another.")
+            models = to_model_configs(config)
+            # Not waiting for the new models to load: a model that never becomes available
+            # (a `specific` version not on disk yet) must not stop later edits from applying.
+            await core.reload_config(models, wait=False)
         except (ConfigParseError, ServingError) as exc:
             log.error("Model config file %s not applied: %s", path, exc)
         except Exception:
@@ -269,10 +284,12 @@ async def serve(options: Any) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
+    stopping_since: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal signals_seen
+        nonlocal signals_seen, stopping_since
         signals_seen += 1
+        stopping_since = stopping_since or time.monotonic()
         if signals_seen > 1:
             log.warning("Second %s: exiting now", signal.Signals(signum).name)
             os._exit(1)
@@ -289,6 +306,8 @@ async def serve(options: Any) -> int:
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=max(0, options.load_retry_interval_micros) / 1e6,
             num_load_threads=options.num_load_threads,
+            num_unload_threads=options.num_unload_threads,
+            unload_drain_seconds=options.unload_drain_seconds,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
             loader_options=loader_options,
             loader_wrapper=batching.wrap_loader if batching is not None else None,  # issue 4
@@ -303,6 +322,9 @@ async def serve(options: Any) -> int:
     gate = RequestGate(options.max_in_flight_requests_per_model)
     health = Health(core, gate)
     metrics.bind_in_flight(lambda: {**dict.fromkeys(core.models, 0), **gate.in_flight()})
+    metrics.bind_handles(core.manager.handles_in_use)
+    watchdog = LoopWatchdog(metrics.event_loop_lag.observe)
+    watchdog.start()
     prometheus = _prometheus_exporter(options, metrics)
     service = PredictionService(core, metrics=metrics, gate=gate)
     # warmup metrics (TF Serving's model_warmup_latency / _records_read); read at each load
@@ -395,7 +417,14 @@ async def serve(options: Any) -> int:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await core.stop()
+        # Shutdown stays within the grace whatever a load or a request is doing.
+        grace = options.shutdown_grace_seconds
+        left = grace if stopping_since is None else grace - (time.monotonic() - stopping_since)
+        settled = await core.stop(timeout=max(1.0, left))
         if batching is not None:  # issue 4: queues are closed by the unloads; end the threads
-            await asyncio.to_thread(batching.stop)
+            await asyncio.to_thread(batching.stop, None if settled else 1.0)
+        if not settled:
+            global _threads_left_behind
+            _threads_left_behind = True
+        watchdog.stop()
         log.info("Server stopped")

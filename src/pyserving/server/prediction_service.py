@@ -4,12 +4,20 @@ REST and gRPC front ends decode their wire format, call these methods, and encod
 typed result; every behaviour (signature lookup, validation, classify/regress
 semantics, status, metadata) is written here once. Model execution, and the decode and
 encode callbacks the front ends pass in, run on a worker thread, never on the loop.
+
+Handles: a request pins its version with a handle carrying its deadline. Once its work
+is handed to a worker thread, the worker owns the handle and releases it when the work
+has ended, whatever happens to the awaiting coroutine: a call cancelled by its client, or
+answered DEADLINE_EXCEEDED at its deadline while the work still runs, never lets the
+version unload under a running model. The coroutine answers at the deadline (plus
+`_DEADLINE_GRACE_SECONDS`, so a run the platform itself timed out reports its own error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
@@ -19,7 +27,7 @@ import numpy as np
 from pyserving.batching.batching_servable import BatchingServable  # issue 4
 from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
-from pyserving.monitoring.metrics import ServingMetrics, note_signature, note_version  # issue 5: metrics
+from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
 from pyserving.platforms.base import Signature
 from pyserving.server.server_core import ServerCore, VersionStatus
 
@@ -27,6 +35,7 @@ __all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "Pre
            "DEFAULT_SIGNATURE", "RequestGate"]
 
 DEFAULT_SIGNATURE = "serving_default"
+_DEADLINE_GRACE_SECONDS = 0.05
 Api = Literal["rest", "grpc"]
 T = TypeVar("T")
 
@@ -150,19 +159,46 @@ class PredictionService:
         gate: RequestGate | None = None,  # issue 5
     ) -> None:
         self.core = core
-        self._executor = executor
+        # The size of asyncio's default executor, but ours: the handle's release is tied to
+        # the end of the work, which `run_in_executor`'s future does not expose.
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="inference")
         self.metrics = metrics if metrics is not None else ServingMetrics()  # issue 5
         self.gate = gate if gate is not None else RequestGate()  # issue 5
 
     async def _handle(self, spec: ModelSpec, deadline: float | None) -> ServableHandle:
         if not spec.name:
             raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
-        handle = await self.core.get_handle(spec.name, spec.version, spec.label, deadline=deadline)
+        handle = await self.core.get_handle(spec.name, spec.version, spec.label, deadline=deadline,
+                                            owner=current_request.get())
         note_version(handle.id.version)  # issue 5: metrics label
         return handle
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def _run(self, handle: ServableHandle, fn: Callable[[], T], deadline: float | None) -> T:
+        """`fn()` on a worker, which takes over `handle` (see the module docstring)."""
+        work = self._executor.submit(fn)
+        release = handle.transfer()
+        work.add_done_callback(lambda _: release())  # at once if cancelled before it started
+        waiter = asyncio.wrap_future(work)
+        if deadline is None:
+            return await waiter
+        # One timer that cancels the waiter (the work goes on): cheaper than `wait_for`.
+        loop = asyncio.get_running_loop()
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            waiter.cancel()
+
+        timer = loop.call_at(loop.time() + deadline - time.monotonic() + _DEADLINE_GRACE_SECONDS, expire)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # the caller was cancelled
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while the request was running") from None
+        finally:
+            timer.cancel()
 
     @staticmethod
     def _timeout_ms(deadline: float | None) -> int | None:
@@ -221,7 +257,7 @@ class PredictionService:
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result
 
-            return await self._run(work)
+            return await self._run(handle, work, deadline)
         finally:
             handle.release()
 
@@ -244,7 +280,7 @@ class PredictionService:
                 result = classification_rows(out, len(serialized))  # issue 5 (warmup): shared
                 return ClassifyResult(handle.id.name, handle.id.version, sig.name, result)
 
-            return await self._run(work)
+            return await self._run(handle, work, deadline)
         finally:
             handle.release()
 
@@ -268,7 +304,7 @@ class PredictionService:
                 values = regression_values(out, len(serialized))  # issue 5 (warmup): shared
                 return RegressResult(handle.id.name, handle.id.version, sig.name, values)
 
-            return await self._run(work)
+            return await self._run(handle, work, deadline)
         finally:
             handle.release()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ __all__ = ["CoreOptions", "ServerCore", "VersionStatus"]
 
 log = logging.getLogger("pyserving.core")
 
+# Each step of a round applies a source's set or starts a load or unload; a round of a
+# thousand servers' worth of versions takes far fewer.
+_MAX_STEPS_PER_ROUND = 10_000
+
 
 @dataclass(frozen=True)
 class CoreOptions:
@@ -36,6 +41,9 @@ class CoreOptions:
     max_num_load_retries: int = 5
     load_retry_interval_seconds: float = 60.0
     num_load_threads: int = 0
+    num_unload_threads: int = 0
+    # How long an unload waits for a request without a deadline still using the version.
+    unload_drain_seconds: float = 300.0
     allow_version_labels_for_unavailable_models: bool = False
     loader_options: dict[str, Any] = field(default_factory=dict)
     # issue 4 (batching): applied to every new loader, (loader, ServableId, export_dir) -> loader.
@@ -57,9 +65,14 @@ class ServerCore:
         self.monitor = ServableStateMonitor(self.bus)
         workers = options.num_load_threads if options.num_load_threads > 0 else 4
         self._load_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="load")
+        # Unloads have their own threads: a drain waiting for a slow request never delays a load.
+        unload_workers = options.num_unload_threads if options.num_unload_threads > 0 else 2
+        self._unload_pool = concurrent.futures.ThreadPoolExecutor(unload_workers, thread_name_prefix="unload")
         self.manager = AspiredVersionsManager(
             self.bus,
             submit=self._load_pool.submit,
+            submit_unload=self._unload_pool.submit,
+            drain_no_deadline_seconds=options.unload_drain_seconds,
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_seconds,
             on_change=self._notify_threadsafe,
@@ -73,6 +86,7 @@ class ServerCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._reconcile_task: asyncio.Task[None] | None = None
         self._poll_lock = asyncio.Lock()
         self.bus.subscribe(self._log_state)
 
@@ -111,8 +125,12 @@ class ServerCore:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            while self.manager.reconcile_once():
-                pass
+            for _ in range(_MAX_STEPS_PER_ROUND):
+                if not self.manager.reconcile_once():
+                    break
+            else:  # a manager that never settles must not take the event loop with it
+                log.error("The lifecycle did not settle in %d steps; waiting for the next change",
+                          _MAX_STEPS_PER_ROUND)
             # wake waiters: they re-check after every round
             self._round_done.set()
             self._round_done = asyncio.Event()
@@ -150,7 +168,7 @@ class ServerCore:
         self._labels = {m.name: dict(m.labels) for m in models}
         self._initial_names = set(self._models)
         self.source.set_models([ModelSource(m.name, m.base_path, m.policy) for m in models])
-        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
+        self._reconcile_task = asyncio.create_task(self._reconcile_loop(), name="reconcile")
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="poll"))
 
     async def poll_now(self) -> None:
@@ -185,40 +203,54 @@ class ServerCore:
         except asyncio.TimeoutError:
             return False
 
-    async def stop(self) -> None:
-        """Stop polling and unload every version (waits for in-flight requests)."""
+    async def stop(self, timeout: float | None = None) -> bool:
+        """Stop polling and unload every version (each unload drains its requests, within
+        their deadlines). Waits at most `timeout` seconds; False if something was still
+        loading or unloading then (its thread is left behind, the process may exit)."""
+        reconcile, self._reconcile_task = self._reconcile_task, None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks.clear()
         self.manager.stop_retries()
         for name in list(self._models):
             self.manager.set_aspired_versions(name, [])
         self._models.clear()
-
-        def drain() -> None:
-            while self.manager.reconcile_once() or not self.manager.is_settled():
-                time.sleep(0.01)
-
-        await asyncio.to_thread(drain)
-        self._load_pool.shutdown(wait=True)
+        settled = True
+        if reconcile is not None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.manager.is_settled():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    settled = False
+                    break
+                await self._wait_round(remaining)
+            reconcile.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reconcile
+        if not settled:
+            busy = [f"{i.name}:{i.version}" for i in self.manager.busy_versions()]
+            log.warning("Stopped with %s still loading or unloading after %g s", ", ".join(busy) or "nothing",
+                        timeout)
+        for pool in (self._load_pool, self._unload_pool):
+            pool.shutdown(wait=settled, cancel_futures=not settled)
+        return settled
 
     # -- config reload --------------------------------------------------------------------
     @property
     def models(self) -> dict[str, ModelConfig]:
         return dict(self._models)
 
-    async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float | None = None) -> None:
+    async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float | None = None,
+                            wait: bool = True) -> None:
         """Apply a whole new model list: add, remove, change policies and labels.
 
         Labels are checked first (an invalid label rejects the reload and keeps the old
-        config). Then waits, up to `wait_timeout`, until every newly added model has an
-        AVAILABLE version or failed; raises UNKNOWN listing the failures (the new config
-        stays in effect, as in TF Serving).
+        config). Then, with `wait`, waits up to `wait_timeout` until every newly added
+        model has an AVAILABLE version or failed; raises UNKNOWN listing the failures (the
+        new config stays in effect, as in TF Serving). Without `wait` it returns once the
+        new config is in effect (the loads' outcomes are logged as they happen).
         """
         new_labels = {m.name: dict(m.labels) for m in models}
         self._check_labels(new_labels, initial=False)
@@ -239,7 +271,7 @@ class ServerCore:
         self.source.set_models([ModelSource(m.name, m.base_path, m.policy) for m in models])
         log.info("Model config reloaded: %d model(s) (%s added)", len(models), ", ".join(added) or "none")
         await self.poll_now()
-        if added:
+        if added and wait:
             await self._wait_models(added, wait_timeout)
 
     def _load_failures(self, names: list[str]) -> tuple[list[str], bool]:
@@ -322,13 +354,15 @@ class ServerCore:
         return False
 
     async def get_handle(
-        self, name: str, version: int | None = None, label: str | None = None, *, deadline: float | None = None
+        self, name: str, version: int | None = None, label: str | None = None, *, deadline: float | None = None,
+        owner: object = None,
     ) -> ServableHandle:
-        """A pinned version; waits (until `deadline`, a monotonic time) while it is loading."""
+        """A pinned version; waits (until `deadline`, a monotonic time) while it is loading.
+        `owner` names the request if an unload gives up waiting for it."""
         request = self.resolve(name, version, label)
         while True:
             try:
-                return self.manager.get_handle(request)
+                return self.manager.get_handle(request, deadline, owner)
             except ServingError:
                 if not self._may_become_available(request):
                     raise

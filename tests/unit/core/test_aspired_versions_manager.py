@@ -1,6 +1,8 @@
 """The manager stepped by hand: inline loads, no threads, no sleeps."""
 
+import logging
 import threading
+import time
 
 import pytest
 
@@ -155,7 +157,7 @@ def test_unload_waits_for_in_flight_handles(env):
     handle = manager.get_handle(ServableRequest.latest("m"))
     aspire(manager, "m", [])
     # the unload runs on another thread here, so it can block on the handle
-    manager._submit = lambda fn: threading.Thread(target=fn).start()
+    manager._submit_unload = lambda fn: threading.Thread(target=fn).start()
     manager.reconcile_once()
     # no new handles while unloading
     with pytest.raises(ServingError):
@@ -180,3 +182,90 @@ def test_reaspired_unloading_version_waits_until_ended(env):
     settle(manager)
     assert v1b.loads == 1
     assert serving(manager, "m") == "m:1"
+
+
+def _threaded_unloads(manager):
+    """Unloads on their own threads (they block on handles); `changed` is set when one ends."""
+    changed = threading.Event()
+    manager._submit_unload = lambda fn: threading.Thread(target=fn, daemon=True).start()
+    manager._on_change = changed.set
+    return changed
+
+
+def test_rollback_while_the_old_version_drains_does_not_spin_and_brings_it_back(env):
+    """Roll forward during a slow request, then roll back before it ends: the re-aspired
+    version waits for its unload to end (no busy loop), then loads again."""
+    manager, monitor, _ = env
+    v1, v2, v1b = FakeLoader("m", 1), FakeLoader("m", 2), FakeLoader("m", 1)
+    aspire(manager, "m", [v1])
+    settle(manager)
+    slow = manager.get_handle(ServableRequest.latest("m"), deadline=time.monotonic() + 30)
+    changed = _threaded_unloads(manager)
+    aspire(manager, "m", [v2])  # roll forward: 2 loads, 1 starts draining
+    settle(manager)
+    assert monitor.state("m", 1).state == S.UNLOADING and serving(manager, "m") == "m:2"
+    aspire(manager, "m", [v1b])  # roll back while 1 still drains
+    settle(manager)  # returns: a deferred set is no change
+    assert serving(manager, "m") == "m:2" and not v1.unloaded
+    changed.clear()
+    slow.release()
+    assert changed.wait(5)
+    settle(manager)  # the unload of 1 ended: the rollback applies
+    assert changed.wait(5)
+    for _ in range(100):  # 2 unloads on its thread once 1 is back
+        if monitor.state("m", 2).state == S.END:
+            break
+        changed.clear()
+        changed.wait(5)
+        settle(manager)
+    assert v1.unloaded and v1b.loads == 1 and v2.unloaded
+    assert serving(manager, "m") == "m:1"
+    assert manager.is_settled()
+
+
+def test_drain_gives_up_after_the_holders_deadline_and_names_them(env, caplog, monkeypatch):
+    import pyserving.core.loader_harness as harness_module
+
+    monkeypatch.setattr(harness_module, "DRAIN_SLACK_SECONDS", 0.05)
+    manager, monitor, _ = env
+    v1 = FakeLoader("m", 1)
+    aspire(manager, "m", [v1])
+    settle(manager)
+    stuck = manager.get_handle(ServableRequest.latest("m"), deadline=time.monotonic() + 0.1, owner="grpc predict X")
+    assert manager.handles_in_use() == {ServableId("m", 1): 1}
+    aspire(manager, "m", [])
+    with caplog.at_level(logging.WARNING, logger="pyserving.manager"):
+        settle(manager)  # the inline unload returns once the deadline and the slack passed
+    assert v1.unloaded and monitor.state("m", 1).state == S.END
+    assert "grpc predict X" in caplog.text and "deadline passed" in caplog.text
+    stuck.release()  # late release of an unloaded version is harmless
+
+
+def test_drain_without_deadline_waits_for_the_no_deadline_bound(env):
+    manager, _, _ = env
+    manager._drain_no_deadline_seconds = 0.0
+    v1 = FakeLoader("m", 1)
+    aspire(manager, "m", [v1])
+    settle(manager)
+    manager.get_handle(ServableRequest.latest("m"))
+    aspire(manager, "m", [])
+    started = time.monotonic()
+    settle(manager)
+    assert v1.unloaded and time.monotonic() - started < 5
+
+
+def test_handles_in_use_counts_each_loaded_version(env):
+    manager, _, _ = env
+    aspire(manager, "m", [FakeLoader("m", 1)])
+    settle(manager)
+    assert manager.handles_in_use() == {ServableId("m", 1): 0}
+    a = manager.get_handle(ServableRequest.latest("m"))
+    b = manager.get_handle(ServableRequest.latest("m"))
+    assert manager.handles_in_use() == {ServableId("m", 1): 2}
+    a.release()
+    a.release()  # idempotent
+    release = b.transfer()
+    b.release()  # no-op: the duty moved
+    assert manager.handles_in_use() == {ServableId("m", 1): 1}
+    release()
+    assert manager.handles_in_use() == {ServableId("m", 1): 0}

@@ -212,15 +212,20 @@ class RestApp:
             self._metadata_cache[key] = cached
         return cached[1]
 
-    async def _parse(self, body: bytes | Chunks) -> Any:
+    async def _parse(self, body: bytes | Chunks, deadline: float) -> Any:
         if len(body) <= _INLINE_PARSE_LIMIT:
             return json_codec.parse_body(body)
-        return await asyncio.to_thread(json_codec.parse_body, body)
+        # The request is answered at its deadline even if parsing goes on (it holds no model).
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(json_codec.parse_body, body),
+                                          deadline - time.monotonic())
+        except asyncio.TimeoutError:
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while parsing the request") from None
 
     async def _predict(
         self, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float
     ) -> bytes:
-        doc = await self._parse(body)
+        doc = await self._parse(body, deadline)
         signature_name, fmt, value = json_codec.parse_predict(doc)
         return await self.service.predict(
             ModelSpec(name, version, label, signature_name),
@@ -234,7 +239,7 @@ class RestApp:
     async def _examples(
         self, verb: str, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float
     ) -> bytes:
-        doc = await self._parse(body)
+        doc = await self._parse(body, deadline)
         signature_name, examples = json_codec.parse_examples(doc, verb)
         spec = ModelSpec(name, version, label, signature_name)
         if verb == "classify":
