@@ -131,6 +131,15 @@ class ServerProcess:
             self.proc.wait()
             raise
 
+    def peak_rss(self) -> int:
+        """The process's peak resident memory so far, in bytes (VmHWM)."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc/<pid>/status")
+
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Code", "ServingError", "invalid_argument", "not_found", "unavailable",
+__all__ = ["Code", "ServingError", "RequestTooLargeError", "invalid_argument", "not_found", "unavailable",
            "failed_precondition", "internal", "deadline_exceeded", "unimplemented"]
 
 
@@ -47,6 +47,14 @@ class ServingError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
+
+
+class RequestTooLargeError(ServingError):
+    """RESOURCE_EXHAUSTED for a request that could never be served, whatever else is in
+    flight (REST answers 413, not 429: retrying cannot help)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.RESOURCE_EXHAUSTED, message)
 
 
 def invalid_argument(message: str) -> ServingError:

@@ -120,6 +120,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max_in_flight_requests_per_model", _int, 0,  # issue 5
          "pyserving: requests one model may have in flight before new ones get RESOURCE_EXHAUSTED / "
          "HTTP 429 with Retry-After (0: no bound, TF Serving's behaviour)"),
+    Flag("max_request_tensor_bytes", _int, 512 << 20,
+         "pyserving: bytes one request may make the server hold (gRPC input tensors as their shapes "
+         "declare them, a REST body, the outputs); more answers RESOURCE_EXHAUSTED / HTTP 413 (0: no bound)"),
+    Flag("max_in_flight_tensor_bytes", _int, 1 << 30,
+         "pyserving: the same bytes for all requests in flight together; past it new requests answer "
+         "RESOURCE_EXHAUSTED / HTTP 429 (0: no bound)"),
     Flag("shutdown_grace_seconds", float, 30.0,
          "pyserving: how long SIGTERM waits for requests in flight before exiting"),
 )

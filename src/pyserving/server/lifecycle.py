@@ -45,6 +45,7 @@ from pyserving.server.model_config import (
     single_model_config,
     to_model_configs,
 )
+from pyserving.server.budget import MemoryBudget
 from pyserving.server.prediction_service import PredictionService, RequestGate
 from pyserving.server.server_core import CoreOptions, ServerCore
 
@@ -326,7 +327,8 @@ async def serve(options: Any) -> int:
     watchdog = LoopWatchdog(metrics.event_loop_lag.observe)
     watchdog.start()
     prometheus = _prometheus_exporter(options, metrics)
-    service = PredictionService(core, metrics=metrics, gate=gate)
+    budget = MemoryBudget(options.max_request_tensor_bytes, options.max_in_flight_tensor_bytes)
+    service = PredictionService(core, metrics=metrics, gate=gate, budget=budget)
     # warmup metrics (TF Serving's model_warmup_latency / _records_read); read at each load
     loader_options["on_warmup"] = lambda path, status, latency_us, records: metrics.record_warmup(
         path, status, latency_us / 1e6, records)

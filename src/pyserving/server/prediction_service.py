@@ -29,6 +29,7 @@ from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
 from pyserving.platforms.base import Signature
+from pyserving.server.budget import Claim, MemoryBudget
 from pyserving.server.server_core import ServerCore, VersionStatus
 
 __all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
@@ -157,6 +158,7 @@ class PredictionService:
         *,
         metrics: ServingMetrics | None = None,  # issue 5
         gate: RequestGate | None = None,  # issue 5
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.core = core
         # The size of asyncio's default executor, but ours: the handle's release is tied to
@@ -165,6 +167,7 @@ class PredictionService:
             min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="inference")
         self.metrics = metrics if metrics is not None else ServingMetrics()  # issue 5
         self.gate = gate if gate is not None else RequestGate()  # issue 5
+        self.budget = budget if budget is not None else MemoryBudget()
 
     async def _handle(self, spec: ModelSpec, deadline: float | None) -> ServableHandle:
         if not spec.name:
@@ -174,11 +177,19 @@ class PredictionService:
         note_version(handle.id.version)  # issue 5: metrics label
         return handle
 
-    async def _run(self, handle: ServableHandle, fn: Callable[[], T], deadline: float | None) -> T:
-        """`fn()` on a worker, which takes over `handle` (see the module docstring)."""
+    async def _run(self, handle: ServableHandle, fn: Callable[[], T], deadline: float | None,
+                   claim: Claim | None = None) -> T:
+        """`fn()` on a worker, which takes over `handle` and `claim` (see the module docstring)."""
         work = self._executor.submit(fn)
         release = handle.transfer()
-        work.add_done_callback(lambda _: release())  # at once if cancelled before it started
+        give_back = claim.transfer() if claim is not None else None
+
+        def done(_: object) -> None:  # at once if cancelled before it started
+            release()
+            if give_back is not None:
+                give_back()
+
+        work.add_done_callback(done)
         waiter = asyncio.wrap_future(work)
         if deadline is None:
             return await waiter
@@ -230,11 +241,14 @@ class PredictionService:
         api: Api = "rest",
         encode: Callable[[PredictResult], T] | None = None,
         small: bool = False,  # issue 4
+        claim: Claim | None = None,
     ) -> PredictResult | T:
         """Run a signature. `decode(signature)` builds the inputs; `encode`, if given,
         turns the result into the answer; both run on the worker thread, except for a
         `small` request (the front end vouches decode and encode take microseconds) to a
-        batched model: then they run on the loop and no thread waits for the batch."""
+        batched model: then they run on the loop and no thread waits for the batch.
+        `claim` (the request's share of the memory budget, which `decode` adds to) also
+        counts the outputs before they are encoded, and is released once the work ended."""
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
@@ -246,6 +260,7 @@ class PredictionService:
                 start = time.perf_counter()
                 outputs = await servable.run_async(sig, inputs, output_filter, deadline)
                 self.metrics.observe_runtime(handle.id.name, "Predict", "TF1", time.perf_counter() - start)
+                _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result
             # ---- end issue 4 ----
@@ -254,12 +269,15 @@ class PredictionService:
                 self._timeout_ms(deadline)  # issue 5: expired while queued -> not decoded, not run
                 inputs = decode(sig)
                 outputs = self._run_model(servable, handle.id.name, "Predict", sig, inputs, output_filter, deadline)
+                _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result
 
-            return await self._run(handle, work, deadline)
+            return await self._run(handle, work, deadline, claim)
         finally:
             handle.release()
+            if claim is not None:
+                claim.release()
 
     async def classify(
         self, spec: ModelSpec, examples: Callable[[], list[bytes]], *, deadline: float | None = None
@@ -320,6 +338,11 @@ class PredictionService:
         if not name:
             raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         return self.core.model_status(name, version)
+
+
+def _claim_outputs(claim: Claim | None, outputs: Mapping[str, Any]) -> None:
+    if claim is not None:
+        claim.add(sum(getattr(a, "nbytes", 0) for a in outputs.values()), "The model's outputs")
 
 
 def _examples_input(sig: Signature) -> str:

@@ -218,8 +218,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         name = request.model_spec.name
         tensor_content = self._tensor_content
 
+        claim = self._service.budget.claim()
+
         def decode(signature: Signature) -> dict[str, Any]:
-            return decode_inputs(inputs, signature.inputs)
+            return decode_inputs(inputs, signature.inputs, claim)
 
         def encode(result: PredictResult) -> Any:
             response = predict_pb2.PredictResponse()
@@ -235,6 +237,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             api="grpc",
             encode=encode,
             small=request.ByteSize() <= _SMALL_REQUEST_BYTES,  # issue 4: batched fast path
+            claim=claim,
         )
 
     @rpc

@@ -251,16 +251,36 @@ def to_ndarray(proto: Any) -> np.ndarray:
         raise TensorParseError(str(exc)) from None
 
 
-def decode_inputs(inputs: Mapping[str, Any], order: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def declared_bytes(proto: Any) -> int:
+    """What decoding `proto` allocates, from its dtype and shape alone (0 when they are
+    invalid: decoding reports that)."""
+    kind = _BY_ENUM.get(proto.dtype)
+    if kind is None or proto.tensor_shape.unknown_rank:
+        return 0
+    n = 1
+    for d in proto.tensor_shape.dim:
+        if d.size < 0:
+            return 0
+        n *= d.size
+    if kind.wire != "string":
+        return n * kind.dtype.itemsize
+    sent = len(proto.tensor_content) or sum(len(v) for v in proto.string_val)
+    return n * 8 + sent  # an object array's references, and a copy of the bytes
+
+
+def decode_inputs(inputs: Mapping[str, Any], order: Iterable[str] = (), claim: Any = None) -> dict[str, np.ndarray]:
     """alias -> array for a request's `inputs` map; INVALID_ARGUMENT on the first bad one.
 
     Aliases in `order` (the signature's inputs) are parsed first, like TF Serving, which
-    parses per signature input.
+    parses per signature input. With a `claim` (a `server.budget.Claim`), the bytes every
+    input declares are claimed before any is decoded (RESOURCE_EXHAUSTED over budget).
     """
     result: dict[str, np.ndarray] = {}
     aliases = [a for a in order if a in inputs]
     first = set(aliases)
     aliases += [a for a in inputs if a not in first]
+    if claim is not None:
+        claim.add(sum(declared_bytes(inputs[a]) for a in aliases), "The request's input tensors")
     for alias in aliases:
         try:
             result[alias] = to_ndarray(inputs[alias])

@@ -22,8 +22,9 @@ from google.protobuf import json_format
 from pyserving.api.rest import json_codec
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
-from pyserving.errors import Code, ServingError
+from pyserving.errors import Code, RequestTooLargeError, ServingError
 from pyserving.monitoring.metrics import RequestRecord, current_request  # issue 5
+from pyserving.server.budget import Claim
 from pyserving.server.prediction_service import ModelSpec, PredictionService
 
 __all__ = ["RestOptions", "RestApp"]
@@ -46,6 +47,7 @@ _SMALL_REQUEST_BYTES = 64 * 1024  # issue 4: decoded/encoded on the loop when ba
 # issue 4: a body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
 _CHUNKED_BODY_BYTES = 1 << 20
 _INT64_MAX = 2**63 - 1
+_INFLATE_STEP_BYTES = 16 << 20
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -120,7 +122,8 @@ class RestApp:
             status, body = await self._dispatch(scope, receive, method, path, record)
         except ServingError as err:
             error = err
-            status, body = http_status(err.code), json_codec.encode_error(err.message)
+            status = 413 if isinstance(err, RequestTooLargeError) else http_status(err.code)
+            body = json_codec.encode_error(err.message)
         except _BodyTooLarge:
             status = 413
             body = json_codec.encode_error(
@@ -182,14 +185,16 @@ class RestApp:
                 raise malformed
             record.api = record.tf_api = verb
             gate.enter(name, bounded=True)
+            claim = self.service.budget.claim()
             try:
-                body = await self._read_body(scope, receive)
+                body = await self._read_body(scope, receive, claim)
                 deadline = time.monotonic() + self.options.timeout_in_ms / 1000.0
                 if verb == "predict":
-                    return 200, await self._predict(name, version, label, body, deadline)
+                    return 200, await self._predict(name, version, label, body, deadline, claim)
                 return 200, await self._examples(verb, name, version, label, body, deadline)
             finally:
                 gate.leave(name)
+                claim.release()  # a no-op once the request's worker owns it
         raise malformed
 
     def _status(self, name: str, version: int | None) -> bytes:
@@ -223,7 +228,8 @@ class RestApp:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while parsing the request") from None
 
     async def _predict(
-        self, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float
+        self, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float,
+        claim: Claim,
     ) -> bytes:
         doc = await self._parse(body, deadline)
         signature_name, fmt, value = json_codec.parse_predict(doc)
@@ -234,6 +240,7 @@ class RestApp:
             api="rest",
             encode=lambda r: json_codec.encode_predict(r.outputs, fmt, r.signature),
             small=len(body) <= _SMALL_REQUEST_BYTES,  # issue 4: batched fast path
+            claim=claim,
         )
 
     async def _examples(
@@ -248,7 +255,7 @@ class RestApp:
         regressed = await self.service.regress(spec, lambda: examples, deadline=deadline)
         return json_codec.encode_regress(regressed.values)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | Chunks:
+    async def _read_body(self, scope: dict[str, Any], receive: Receive, claim: Claim) -> bytes | Chunks:
         limit = self.options.max_body_bytes
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -263,26 +270,39 @@ class RestApp:
             size += len(chunk)
             if size > limit:
                 raise _BodyTooLarge()
+            claim.add(len(chunk), "The request body")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         encoding = _header(scope, b"content-encoding")
         if encoding is not None and encoding.strip().lower() == b"gzip":
-            return self._gunzip(b"".join(chunks), limit)
+            return await asyncio.to_thread(_gunzip, b"".join(chunks), limit, claim)
         if size > _CHUNKED_BODY_BYTES:  # issue 4: a big body is parsed from its chunks
             return Chunks(chunks)
         return b"".join(chunks)
 
-    @staticmethod
-    def _gunzip(body: bytes, limit: int) -> bytes:
-        try:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out = d.decompress(body, limit + 1)
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise ServingError(Code.INVALID_ARGUMENT, f"Failed to decompress gzip request body: {exc}") from None
-        if len(out) > limit:
-            raise _BodyTooLarge()
-        return out
+
+def _gunzip(body: bytes, limit: int, claim: Claim) -> bytes:
+    """Inflate on a worker thread, a piece at a time: the body limit and the memory budget
+    are checked while inflating, so a small bomb stops at the limit, not after it."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pieces: list[bytes] = []
+    size = 0
+    data = body
+    try:
+        while True:
+            piece = d.decompress(data, _INFLATE_STEP_BYTES)
+            data = d.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise _BodyTooLarge()
+            claim.add(len(piece), "The decompressed request body")
+            pieces.append(piece)
+            if d.eof or (not data and len(piece) < _INFLATE_STEP_BYTES):
+                break
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to decompress gzip request body: {exc}") from None
+    return b"".join(pieces)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:

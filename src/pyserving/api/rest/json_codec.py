@@ -192,6 +192,17 @@ _JSON_DECODER = json.JSONDecoder()
 # Tokens on which Python's json scanner and RapidJSON disagree: surrogate escapes, 3-digit
 # exponents (overflow), 20+ digit runs (integers beyond 64 bits).
 _RISKY = re.compile(rb"\\u[dD][89a-fA-F]|[eE]\+?[0-9]{3}|[0-9]{20}")
+_SEARCH_SLICE_BYTES = 4 << 20
+_LEADING_WS = re.compile(rb"[ \t\n\r]*")
+
+
+def _only_whitespace(data: bytes) -> bool:
+    step = _SEARCH_SLICE_BYTES  # in slices, for the loop's sake (see `_search_in_slices`)
+    for start in range(0, len(data), step):
+        end = min(len(data), start + step)
+        if _LEADING_WS.match(data, start, end).end() != end:  # type: ignore[union-attr]
+            return False
+    return True
 
 
 def parse_body(body: bytes | Chunks) -> Any:
@@ -207,6 +218,9 @@ def parse_body(body: bytes | Chunks) -> Any:
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
     body = bytes(body)
+    if len(body) >= _RAW_MIN_BYTES and _only_whitespace(body.removeprefix(b"\xef\xbb\xbf")):
+        # give up at once: no parser can make a request of it (a gzip bomb's favourite)
+        raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(body)}")
     if not raw_tried and (len(body) >= _RAW_MIN_BYTES
                           or body.count(b"[", 0, _RAW_BRACKETS_IN) >= _RAW_MIN_BRACKETS):
         doc = try_parse(body)
@@ -233,13 +247,23 @@ def _wrap(doc: Any, body: bytes) -> Any:
     return out
 
 
+def _search_in_slices(pattern: re.Pattern[bytes], data: bytes, overlap: int = 32) -> bool:
+    """`pattern.search(data)` a few MiB at a time: one search holds the GIL throughout, and
+    the event loop needs it between slices (a match is at most `overlap` bytes long)."""
+    step = _SEARCH_SLICE_BYTES
+    for start in range(0, len(data), step):
+        if pattern.search(data, max(0, start - overlap), start + step) is not None:
+            return True
+    return False
+
+
 def _parse_lenient(body: bytes) -> Any:
     i = 0
     for bom in (0xEF, 0xBB, 0xBF):
         if i < len(body) and body[i] == bom:
             i += 1
     rest = body[i:]
-    if _RISKY.search(rest) is None:
+    if not _search_in_slices(_RISKY, rest):
         text = rest.decode("utf-8", "surrogateescape")
         j = len(text) - len(text.lstrip(" \t\n\r"))
         try:
