@@ -344,7 +344,7 @@ async def serve(options: Any) -> int:
             if options.rest_api_port == options.port:
                 log.error("--rest_api_port cannot be the same as --port; REST is not started")
             else:
-                from pyserving.api.rest._http import HttpProtocol
+                from pyserving.api.rest._http import HttpLimits, HttpProtocol
                 from pyserving.api.rest.app import RestApp, RestOptions
 
                 sock = _bind(options.rest_api_port)
@@ -361,7 +361,12 @@ async def serve(options: Any) -> int:
                 if prometheus is not None:  # issue 5
                     app.extra_routes[prometheus[0]] = prometheus[1]
                 config = uvicorn.Config(
-                    app, lifespan="off", http=HttpProtocol, access_log=False, log_config=None,
+                    app, lifespan="off", access_log=False, log_config=None,
+                    http=HttpProtocol.with_limits(HttpLimits(
+                        max_head_bytes=options.rest_api_max_header_bytes,
+                        max_headers=options.rest_api_max_headers,
+                        read_timeout_seconds=options.rest_api_read_timeout_seconds,
+                    )),
                     proxy_headers=False,  # nothing reads the client address: no rewriting layer
                     server_header=False,  # TF Serving's libevent answers without a Server header
                     timeout_graceful_shutdown=options.shutdown_grace_seconds, timeout_keep_alive=75,

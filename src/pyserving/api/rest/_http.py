@@ -1,4 +1,12 @@
-"""uvicorn's httptools protocol, sending each response in one write.
+"""uvicorn's httptools protocol, with limits on what a client may send, sending each
+response in one write.
+
+Limits (`HttpLimits`; uvicorn's httptools protocol has none): a request head (request
+line and headers) over `max_head_bytes` or with more than `max_headers` headers answers
+431 and the connection closes, counted as the bytes arrive, so an unterminated header
+costs at most that much memory; a head not complete within `read_timeout_seconds` of its
+first byte, or a body that sends nothing for that long, answers 408 and closes (idle
+keep-alive connections are uvicorn's `timeout_keep_alive`).
 
 issue 4: uvicorn writes the status line and headers to the transport at
 `http.response.start` and the body at `http.response.body`. uvloop's transport writes
@@ -15,9 +23,10 @@ held.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 
 class _CoalescingTransport:
@@ -67,9 +76,112 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    read_timeout_seconds: float = 30.0
+
+
+class _HeadRejected(Exception):
+    """Raised from a parser callback: the head broke a limit (answered 431)."""
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's `HttpToolsProtocol` (pass the class as `uvicorn.Config(http=...)`)."""
+    """uvicorn's `HttpToolsProtocol` (pass the class, or `with_limits(...)`, as
+    `uvicorn.Config(http=...)`)."""
+
+    limits = HttpLimits()
+
+    @classmethod
+    def with_limits(cls, limits: HttpLimits) -> type["HttpProtocol"]:
+        return type(cls.__name__, (cls,), {"limits": limits})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self._head_bytes: int | None = 0  # bytes of the head being read; None: reading a body or idle
+        self._header_count = 0
+        self._rejected: tuple[int, str] | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    # -- limits -------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._rejected is not None:
+            return
+        if self._head_bytes is not None:
+            if self._head_bytes == 0:
+                self._arm_read_timer("Request head not received in time")
+            self._head_bytes += len(data)
+        elif self._read_timer is not None:  # reading a body: it is alive
+            self._arm_read_timer("Request body not received in time")
+        super().data_received(data)
+        # still in the head after this data: httptools holds what it has of it
+        if self._rejected is None and self._head_bytes is not None \
+                and self._head_bytes > self.limits.max_head_bytes:
+            self._reject(431, "Request header fields too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._rejected = (431, "Too many request header fields")
+            raise _HeadRejected
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.limits.max_head_bytes:
+            self._rejected = (431, "Request header fields too large")
+            raise _HeadRejected
+        self._head_bytes = None
+        self._header_count = 0
+        super().on_headers_complete()
+        if self._read_timer is not None:
+            self._arm_read_timer("Request body not received in time")
+
+    def on_message_complete(self) -> None:
+        self._cancel_read_timer()
+        self._head_bytes = 0  # the next request on this connection
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._rejected is not None:  # a parser error raised by our own limit
+            self._send_and_close(*self._rejected)
+        else:
+            super().send_400_response(msg)
+
+    def _reject(self, status: int, reason: str) -> None:
+        self._rejected = (status, reason)
+        self._send_and_close(status, reason)
+
+    def _send_and_close(self, status: int, reason: str) -> None:
+        self._cancel_read_timer()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()  # a response is under way: nothing clean can be said
+            return
+        if cycle is not None:
+            cycle.keep_alive = False
+        body = ('{ "error": "' + reason + '" }').encode()
+        self.transport.write(b"".join((
+            STATUS_LINE[status], b"content-type: application/json\r\n",
+            b"content-length: ", str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body)))
+        self.transport.close()
+
+    def _arm_read_timer(self, reason: str) -> None:
+        self._cancel_read_timer()
+        self._read_timer = self.loop.call_later(self.limits.read_timeout_seconds, self._read_timed_out, reason)
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self, reason: str) -> None:
+        self._read_timer = None
+        if not self.transport.is_closing():
+            self._reject(408, reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_timer()
+        super().connection_lost(exc)
