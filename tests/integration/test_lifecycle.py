@@ -276,6 +276,17 @@ def test_sigterm_during_a_load_stuck_on_io_exits_within_the_grace(tmp_path):
             server.proc.kill()
 
 
+def test_a_load_stuck_on_io_fails_after_the_load_timeout(tmp_path):
+    modelgen.make_half_plus_two(tmp_path / "m", 1)
+    for data in (tmp_path / "m" / "1" / "variables").glob("variables.data-*"):
+        data.unlink()
+        os.mkfifo(data)
+    code, out = _run_to_exit("--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--load_timeout_seconds=1",
+                             timeout=30)
+    assert code != 0
+    assert "Failed to start server" in out and "Loading did not finish within 1 s" in out
+
+
 def test_tensorflow_model_server_alias(tmp_path):
     alias = Path(sys.executable).parent / "tensorflow_model_server"
     if not alias.exists():

@@ -84,6 +84,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("unload_drain_seconds", float, 300.0,
          "pyserving: how long unloading a version waits for a request without a deadline that still "
          "uses it (requests with a deadline are waited for until it has passed)"),
+    Flag("load_timeout_seconds", float, 600.0,
+         "pyserving: a version still loading after this long (retries and warmup included) is reported "
+         "as failed and never served (0: no limit)"),
     Flag("max_num_load_retries", _int, 5, "maximum number of times it retries loading a model after the first failure"),
     Flag("load_retry_interval_micros", _int, 60 * 1000 * 1000,
          "The interval, in microseconds, between each servable load retry"),

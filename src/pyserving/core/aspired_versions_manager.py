@@ -11,7 +11,9 @@ version comes back; `reconcile_once()` returns True only when it changed somethi
 calling it until False always ends.
 
 An unload first drains the version's handles, with a bound (see `LoaderHarness`): past the
-longest deadline of the requests still holding it, it logs them and unloads anyway.
+longest deadline of the requests still holding it, it logs them and unloads anyway. A load
+still running after `load_timeout_seconds` (stuck on I/O, say) is reported as failed at
+once; its thread cannot be stopped, so when it ends its result is unloaded and dropped.
 
 Thread-safety: every public method may be called from any thread. `_lock` guards
 `_harnesses` and `_pending`; `_serving` is an immutable snapshot swapped under `_lock`
@@ -69,6 +71,7 @@ class AspiredVersionsManager:
         submit: Callable[[Callable[[], None]], Any] = _inline,
         submit_unload: Callable[[Callable[[], None]], Any] | None = None,
         drain_no_deadline_seconds: float | None = None,
+        load_timeout_seconds: float = 0.0,
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
         on_change: Callable[[], None] | None = None,
@@ -77,6 +80,9 @@ class AspiredVersionsManager:
         self._submit = submit
         self._submit_unload = submit_unload or submit
         self._drain_no_deadline_seconds = drain_no_deadline_seconds
+        self._load_timeout = max(0.0, load_timeout_seconds)
+        self._working = 0  # loads and unloads running on their threads; guarded by _lock
+        self._abandoned: set[LoaderHarness] = set()  # timed-out loads still running; guarded by _lock
         self._max_retries = max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
         self._on_change = on_change or (lambda: None)
@@ -227,6 +233,41 @@ class AspiredVersionsManager:
 
     # -- workers (run on the submit executor) ---------------------------------------------
     def _load(self, h: LoaderHarness) -> None:
+        with self._lock:
+            self._working += 1
+        timer = None
+        if self._load_timeout:
+            timer = threading.Timer(self._load_timeout, self._load_timed_out, (h,))
+            timer.daemon = True
+            timer.start()
+        try:
+            self._load_and_report(h)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                if h in self._abandoned:
+                    self._abandoned.discard(h)
+                else:
+                    self._working -= 1
+            self._on_change()
+
+    def _load_timed_out(self, h: LoaderHarness) -> None:
+        with self._lock:
+            if h.state != ManagerState.LOADING:
+                return
+            self._working -= 1  # nobody waits for it any more: it may never end
+            self._abandoned.add(h)
+            h.state = ManagerState.END
+            h.error = ServingError(
+                Code.DEADLINE_EXCEEDED,
+                f"Loading did not finish within {self._load_timeout:g} s (--load_timeout_seconds); "
+                "what it loads later is discarded")
+        log.error("Loading servable %s failed: %s", h.id, h.error.message)
+        self._publish(ServableState(h.id, h.state, h.error))
+        self._on_change()
+
+    def _load_and_report(self, h: LoaderHarness) -> None:
         attempt = 0
         error: ServingError | None = None
         while True:
@@ -246,19 +287,39 @@ class AspiredVersionsManager:
             if self._stopping.wait(self._retry_interval):
                 break
         with self._lock:
-            if error is None:
+            timed_out = h.state != ManagerState.LOADING
+            if timed_out:
+                pass
+            elif error is None:
                 h.state = ManagerState.AVAILABLE
                 h.start_serving()
                 self._rebuild_serving_locked()
             else:
                 h.state = ManagerState.END
                 h.error = error
+        if timed_out:  # reported as failed already: drop what it loaded
+            log.warning("Servable %s finished loading after it timed out; unloading it", h.id)
+            if error is None:
+                try:
+                    h.loader.unload()
+                except BaseException:  # noqa: BLE001
+                    log.exception("Unloading servable %s failed", h.id)
+            return
         if error is not None:
             log.error("Loading servable %s failed: %s", h.id, error.message)
         self._publish(ServableState(h.id, h.state, h.error))
-        self._on_change()
 
     def _unload(self, h: LoaderHarness) -> None:
+        with self._lock:
+            self._working += 1
+        try:
+            self._drain_and_unload(h)
+        finally:
+            with self._lock:
+                self._working -= 1
+            self._on_change()
+
+    def _drain_and_unload(self, h: LoaderHarness) -> None:
         still_held = h.stop_serving_and_drain(self._drain_no_deadline_seconds)
         if still_held:
             log.warning(
@@ -272,7 +333,6 @@ class AspiredVersionsManager:
         with self._lock:
             h.state = ManagerState.END
         self._publish(ServableState(h.id, h.state))
-        self._on_change()
 
     def _publish(self, event: ServableState) -> None:
         self._bus.publish(event)
@@ -281,6 +341,16 @@ class AspiredVersionsManager:
     def stop_retries(self) -> None:
         """Abort pending load retries (shutdown)."""
         self._stopping.set()
+
+    def threads_working(self) -> int:
+        """Loads and unloads running on their threads (not the timed-out loads)."""
+        with self._lock:
+            return self._working
+
+    def abandoned_loads(self) -> int:
+        """Loads that timed out and still run on their threads."""
+        with self._lock:
+            return len(self._abandoned)
 
     def busy_versions(self) -> list[ServableId]:
         """Versions loading or unloading now."""

@@ -309,6 +309,7 @@ async def serve(options: Any) -> int:
             num_load_threads=options.num_load_threads,
             num_unload_threads=options.num_unload_threads,
             unload_drain_seconds=options.unload_drain_seconds,
+            load_timeout_seconds=options.load_timeout_seconds,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
             loader_options=loader_options,
             loader_wrapper=batching.wrap_loader if batching is not None else None,  # issue 4

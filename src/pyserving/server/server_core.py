@@ -44,6 +44,7 @@ class CoreOptions:
     num_unload_threads: int = 0
     # How long an unload waits for a request without a deadline still using the version.
     unload_drain_seconds: float = 300.0
+    load_timeout_seconds: float = 0.0
     allow_version_labels_for_unavailable_models: bool = False
     loader_options: dict[str, Any] = field(default_factory=dict)
     # issue 4 (batching): applied to every new loader, (loader, ServableId, export_dir) -> loader.
@@ -73,6 +74,7 @@ class ServerCore:
             submit=self._load_pool.submit,
             submit_unload=self._unload_pool.submit,
             drain_no_deadline_seconds=options.unload_drain_seconds,
+            load_timeout_seconds=options.load_timeout_seconds,
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_seconds,
             on_change=self._notify_threadsafe,
@@ -220,7 +222,7 @@ class ServerCore:
         settled = True
         if reconcile is not None:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while not self.manager.is_settled():
+            while not self.manager.is_settled() or self.manager.threads_working():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     settled = False
@@ -233,6 +235,10 @@ class ServerCore:
             busy = [f"{i.name}:{i.version}" for i in self.manager.busy_versions()]
             log.warning("Stopped with %s still loading or unloading after %g s", ", ".join(busy) or "nothing",
                         timeout)
+        if self.manager.abandoned_loads():
+            log.warning("%d load(s) that timed out still run on their threads; not waiting for them",
+                        self.manager.abandoned_loads())
+            settled = False
         for pool in (self._load_pool, self._unload_pool):
             pool.shutdown(wait=settled, cancel_futures=not settled)
         return settled

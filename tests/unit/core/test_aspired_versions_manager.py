@@ -269,3 +269,33 @@ def test_handles_in_use_counts_each_loaded_version(env):
     assert manager.handles_in_use() == {ServableId("m", 1): 1}
     release()
     assert manager.handles_in_use() == {ServableId("m", 1): 0}
+
+
+def test_a_load_past_its_timeout_is_failed_at_once_and_its_late_result_dropped(env):
+    manager, monitor, _ = env
+    manager._load_timeout = 0.1
+    go, ended = threading.Event(), threading.Event()
+
+    class StuckLoader(FakeLoader):
+        def load(self):
+            go.wait(10)  # stuck on I/O until the test lets it go
+            super().load()
+
+    stuck = StuckLoader("m", 1)
+    manager._submit = lambda fn: threading.Thread(target=lambda: (fn(), ended.set()), daemon=True).start()
+    failed = threading.Event()
+    manager._bus.subscribe(lambda e: failed.set() if e.state == S.END else None)
+    aspire(manager, "m", [stuck])
+    settle(manager)
+    assert failed.wait(5)
+    state = monitor.state("m", 1)
+    assert state.state == S.END and state.error.code == Code.DEADLINE_EXCEEDED
+    assert "--load_timeout_seconds" in state.error.message
+    assert manager.threads_working() == 0 and manager.abandoned_loads() == 1 and manager.is_settled()
+    go.set()
+    assert ended.wait(5)
+    assert stuck.unloaded  # loaded too late: dropped, never served
+    assert manager.threads_working() == 0 and manager.abandoned_loads() == 0
+    assert monitor.state("m", 1).state == S.END
+    with pytest.raises(ServingError):
+        manager.get_handle(ServableRequest.latest("m"))
