@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import logging
 import re
 import time
@@ -68,9 +69,12 @@ class _Disconnected(Exception):
 
 
 def _not_found_page(path: str) -> bytes:
+    # The path is the client's: escaped as libevent's evhttp_htmlescape does (TF Serving's
+    # page), so a path cannot inject markup or script into the page.
+    escaped = html.escape(path).replace("&#x27;", "&#039;")
     return (
         "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-        f"<p>The requested URL {path} was not found on this server.</p></body></html>"
+        f"<p>The requested URL {escaped} was not found on this server.</p></body></html>"
     ).encode()
 
 
