@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import requests
 
 import modelgen
 from support import TESTDATA, ServerProcess
@@ -54,3 +55,37 @@ def test_not_found_page_escapes_the_requested_path(server):
     assert body == (b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
                     b"<p>The requested URL /&lt;script&gt;alert(&#039;x&#039;)&lt;/script&gt;&amp;&quot;q "
                     b"was not found on this server.</p></body></html>")
+
+
+HUGE = "1" + "0" * 100_000  # a 100,001-digit number
+
+
+@pytest.mark.parametrize("body", [
+    '{"instances": [%s]}' % HUGE,
+    '{"instances": [[1.0], [%s]]}' % HUGE,
+    '{"inputs": [%s]}' % HUGE,
+    '{"inputs": {"x": [-%s]}}' % HUGE,
+    '{"instances": [%s]}' % ("1.0, " * 100_000 + HUGE),  # a big body: the raw-array path
+])
+def test_a_huge_number_in_the_body_answers_400(server, body):
+    r = server.post("/v1/models/m:predict", data=body)
+    assert r.status_code == 400, r.text[:300]
+    error = r.json()["error"]
+    assert error.startswith("JSON Parse error: Number too big to be stored in double. at offset: "), error
+
+
+# 5,001 digits: past Python's int() limit (4,300) and within httptools' URL limit (64 KiB;
+# a longer URL gets uvicorn's plain-text 400 before any of our code runs).
+@pytest.mark.parametrize("version", ["1" + "0" * 5_000, "9223372036854775808", "0" * 10_000 + "99999999999999999999"])
+def test_a_huge_version_in_the_url_answers_400(server, version):
+    for method, verb in (("GET", ""), ("POST", ":predict")):
+        r = requests.request(method, f"{server.url}/v1/models/m/versions/{version}{verb}",
+                             data='{"instances": [1.0]}', timeout=30)
+        assert r.status_code == 400, r.text[:300]
+        assert r.json() == {"error": f"Failed to convert version: {version} to numeric."}
+
+
+def test_a_version_with_leading_zeros_is_that_version(server):
+    r = server.post("/v1/models/m/versions/" + "0" * 10_000 + "1:predict", data='{"instances": [1.0]}')
+    assert r.status_code == 200, r.text[:300]
+    assert r.json() == {"predictions": [2.5]}

@@ -47,6 +47,7 @@ _SMALL_REQUEST_BYTES = 64 * 1024  # issue 4: decoded/encoded on the loop when ba
 # issue 4: a body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
 _CHUNKED_BODY_BYTES = 1 << 20
 _INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(_INT64_MAX))
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -160,11 +161,7 @@ class RestApp:
             raise malformed
         name = unquote(m["name"]) if m["name"] else ""
         label = unquote(m["label"]) if m["label"] else None
-        version = None
-        if m["version"] is not None:
-            version = int(m["version"])
-            if version > _INT64_MAX:
-                raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {m['version']} to numeric.")
+        version = None if m["version"] is None else _parse_version(m["version"])
         verb, sub = m["verb"], m["sub"]
         record.model = name  # issue 5: metrics labels
         gate = self.service.gate  # issue 5: drain and backpressure
@@ -255,7 +252,7 @@ class RestApp:
     async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | Chunks:
         limit = self.options.max_body_bytes
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isdigit() and (len(length) > _INT64_DIGITS or int(length) > limit):
             raise _BodyTooLarge()
         chunks = []
         size = 0
@@ -287,6 +284,15 @@ class RestApp:
         if len(out) > limit:
             raise _BodyTooLarge()
         return out
+
+
+def _parse_version(digits: str) -> int:
+    """A URL's version digits as int64 (TF Serving's `absl::SimpleAtoi`); the length is
+    checked first so that a huge digit run never reaches int() (which refuses 4300+ digits)."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > _INT64_DIGITS or int(significant) > _INT64_MAX:
+        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {digits} to numeric.")
+    return int(significant)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
