@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import socket
 
+import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 import modelgen
 from support import TESTDATA, ServerProcess
@@ -89,3 +92,45 @@ def test_a_version_with_leading_zeros_is_that_version(server):
     r = server.post("/v1/models/m/versions/" + "0" * 10_000 + "1:predict", data='{"instances": [1.0]}')
     assert r.status_code == 200, r.text[:300]
     assert r.json() == {"predictions": [2.5]}
+
+
+# --------------------------------------------------------------------------- gRPC
+
+NOT_A_MESSAGE = b"\xff\xff\xff"  # field 31 with wire type 7: no message parses from it
+
+
+@pytest.mark.parametrize("path, request_type", [
+    ("/tensorflow.serving.PredictionService/Predict", "tensorflow.serving.PredictRequest"),
+    ("/tensorflow.serving.PredictionService/Classify", "tensorflow.serving.ClassificationRequest"),
+    ("/tensorflow.serving.PredictionService/Regress", "tensorflow.serving.RegressionRequest"),
+    ("/tensorflow.serving.PredictionService/MultiInference", "tensorflow.serving.MultiInferenceRequest"),
+    ("/tensorflow.serving.PredictionService/GetModelMetadata", "tensorflow.serving.GetModelMetadataRequest"),
+    ("/tensorflow.serving.ModelService/GetModelStatus", "tensorflow.serving.GetModelStatusRequest"),
+    ("/tensorflow.serving.ModelService/HandleReloadConfigRequest", "tensorflow.serving.ReloadConfigRequest"),
+    ("/grpc.health.v1.Health/Check", "grpc.health.v1.HealthCheckRequest"),
+])
+def test_grpc_request_that_does_not_parse_answers_invalid_argument(server, path, request_type):
+    start = len(server.lines)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            channel.unary_unary(path)(NOT_A_MESSAGE, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert caught.value.details().startswith(f"Failed to parse the request as {request_type}: "), \
+        caught.value.details()
+    assert "Traceback" not in "\n".join(server.lines[start:])
+
+
+def test_grpc_streaming_request_that_does_not_parse_answers_invalid_argument(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            list(channel.unary_stream("/grpc.health.v1.Health/Watch")(NOT_A_MESSAGE, timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+
+
+def test_grpc_requests_that_parse_are_served_as_before(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "m"}), timeout=30)
+        assert [v.version for v in status.model_version_status] == [1]
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -6,7 +6,8 @@ Services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelServi
 harmless; `""`, `ModelService`, `PredictionService` and their full names report NOT_SERVING
 until `set_health(True)`: the lifecycle drives it from readiness, so it says SERVING only
 while every configured model has an AVAILABLE version and the server is not draining) and
-server reflection listing them.
+server reflection listing them. Every unary service is registered by `_handlers.add_service`:
+a request whose bytes do not parse answers INVALID_ARGUMENT.
 
 Listeners, as TF Serving's `server.cc`: `0.0.0.0:<--port>` unless the port is 0, and
 `unix:<--grpc_socket_path>` if set (a stale socket file left by a dead server is removed;
@@ -44,15 +45,11 @@ from typing import Any, Callable
 
 import grpc
 from google.protobuf import text_format
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
-from tensorflow_serving.apis import (
-    model_service_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
+from pyserving.api.grpc._handlers import add_service
 from pyserving.api.grpc.profiler import ProfilerForwarder
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
 from pyserving.protos.config_protos import SSLConfig, parse_text
@@ -64,8 +61,11 @@ __all__ = ["GrpcFrontEnd", "parse_channel_arguments", "load_ssl_credentials", "H
 log = logging.getLogger("pyserving.grpc")
 
 INT32_MAX = (1 << 31) - 1
-PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
-MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+_PREDICTION_SERVICE_DESCRIPTOR = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+_MODEL_SERVICE_DESCRIPTOR = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+_HEALTH_SERVICE_DESCRIPTOR = health_pb2.DESCRIPTOR.services_by_name["Health"]
+PREDICTION_SERVICE = _PREDICTION_SERVICE_DESCRIPTOR.full_name
+MODEL_SERVICE = _MODEL_SERVICE_DESCRIPTOR.full_name
 # TF Serving marks "ModelService" and "PredictionService"; clients also probe "" and full names.
 HEALTH_SERVICE_NAMES = ("", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE)
 
@@ -190,14 +190,13 @@ class GrpcFrontEnd:
         args.update(parse_channel_arguments(options.grpc_channel_arguments))
         server = grpc.aio.server(options=list(args.items()))
 
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content), server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(service, metric_value=metric_value), server
-        )
+        # add_service, not the generated add_*_to_server: bytes that do not parse answer
+        # INVALID_ARGUMENT (see _handlers.py).
+        add_service(server, PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content),
+                    _PREDICTION_SERVICE_DESCRIPTOR)
+        add_service(server, ModelServicer(service, metric_value=metric_value), _MODEL_SERVICE_DESCRIPTOR)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        add_service(server, health_servicer, _HEALTH_SERVICE_DESCRIPTOR)
         profiler = None
         if options.enable_profiler:
             profiler = ProfilerForwarder()
