@@ -9,15 +9,19 @@ One shared server (`server`): model `m` (half_plus_two), TF Serving's monitoring
 from __future__ import annotations
 
 import socket
+import time
 
 import grpc
 import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 import modelgen
 from support import TESTDATA, ServerProcess
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,24 @@ def raw_http(server: ServerProcess, request: bytes) -> bytes:
         while data := conn.recv(65536):
             chunks.append(data)
     return b"".join(chunks)
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float | None:
+    """One sample of the Prometheus page (None when absent)."""
+    text = server.get(METRICS_PATH).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    """Re-check a server-side condition (each check is a request) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- REST
@@ -92,6 +114,24 @@ def test_a_version_with_leading_zeros_is_that_version(server):
     r = server.post("/v1/models/m/versions/" + "0" * 10_000 + "1:predict", data='{"instances": [1.0]}')
     assert r.status_code == 200, r.text[:300]
     assert r.json() == {"predictions": [2.5]}
+
+
+def test_pipelining_client_that_closes_early_is_a_plain_disconnect(server):
+    """Three requests in one write, then close without reading: the server's answers to
+    the second and third find the connection gone, which is no server error."""
+    start = len(server.lines)
+    body = b'{"instances": [1.0]}'
+    request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as conn:
+            conn.sendall(request * 3)
+    wait_until(lambda: metric(server, "pyserving_in_flight_requests", model="m") == 0)
+    # The access log line of a later request: every line logged before it has been read.
+    assert server.get("/v1/models/m/versions/1").status_code == 200
+    server.wait_for_log("GET /v1/models/m/versions/1 200", start=start)
+    output = "\n".join(server.lines[start:])
+    assert "Traceback" not in output and " E " not in output, output
 
 
 # --------------------------------------------------------------------------- gRPC
