@@ -8,6 +8,7 @@ One shared server (`server`): model `m` (half_plus_two), TF Serving's monitoring
 
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 
@@ -16,7 +17,12 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 import modelgen
 from support import TESTDATA, ServerProcess
@@ -66,6 +72,43 @@ def wait_until(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never held"
         time.sleep(0.01)
+
+
+def series(server: ServerProcess) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every (sample name, labels) on the Prometheus page."""
+    text = server.get(METRICS_PATH).text
+    return {(s.name, tuple(sorted(s.labels.items())))
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_requests_for_unknown_model_names_do_not_grow_the_metrics_page(server):
+    def unknown_names(count: int) -> list[str]:
+        return [f"nope-{secrets.token_hex(8)}" for _ in range(count)]
+
+    def ask_for(names: list[str], long_name: str) -> None:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+            for name in [*names, long_name]:
+                with pytest.raises(grpc.RpcError) as caught:
+                    predict(predict_pb2.PredictRequest(model_spec={"name": name}), timeout=30)
+                assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        for name in [*names, long_name[:50_000]]:  # httptools takes URLs up to 64 KiB
+            assert server.post(f"/v1/models/{name}:predict", data='{"instances": [1.0]}').status_code == 404
+            assert server.get(f"/v1/models/{name}").status_code == 404
+
+    ask_for(unknown_names(3), "y" * 1_000_000)  # the series for unknown names exist from here
+    assert server.post("/v1/models/m:predict", data='{"instances": [1.0]}').status_code == 200
+    before = series(server)
+    ask_for(unknown_names(100), "x" * 5_000_000)
+    after = series(server)
+    assert after == before, sorted(after - before)[:5]
+    assert all(value in ("m", "_unknown") for _, labels in after for key, value in labels
+               if key in ("model", "model_name")), sorted(after)
+    grown = metric(server, ":tensorflow:serving:request_count_total", model_name="_unknown", status="NOT_FOUND")
+    assert grown is not None and grown >= 3 * 101  # gRPC Predict, REST predict and status
 
 
 # --------------------------------------------------------------------------- REST
