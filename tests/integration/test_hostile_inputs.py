@@ -8,9 +8,13 @@ One shared server (`server`): model `m` (half_plus_two), TF Serving's monitoring
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import socket
+import stat
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -217,3 +221,95 @@ def test_grpc_requests_that_parse_are_served_as_before(server):
         assert [v.version for v in status.model_version_status] == [1]
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --------------------------------------------------------------------------- profiler
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, value: int | str | bytes) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def profile_request(session_id: str, host_name: str, repository_root: str, duration_ms: int = 100) -> bytes:
+    """A `tensorflow.ProfileRequest` as TF's client sends it (written by hand: no pip package
+    ships the message)."""
+    options = _field(9, duration_ms)  # ProfileOptions.duration_ms
+    return (_field(1, duration_ms) + _field(4, options) + _field(5, repository_root)
+            + _field(6, session_id) + _field(7, host_name))
+
+
+def profile(server: ServerProcess, request: bytes) -> grpc.RpcError | None:
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        try:
+            channel.unary_unary("/tensorflow.ProfilerService/Profile")(request, timeout=60)
+        except grpc.RpcError as err:
+            return err
+    return None
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # /proc/net/tcp{,6} spelling
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """(address as /proc/net spells it, port) of every TCP socket `pid` listens on."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # TCP_LISTEN
+                    address, port = fields[1].split(":")
+                    found.add((address, int(port, 16)))
+    return found
+
+
+@pytest.mark.parametrize("session_id, host_name", [
+    ("../escape", "h"), ("..", "h"), ("a/b", "h"), ("a\\b", "h"), ("/tmp/abs", "h"), ("a\0b", "h"),
+    ("ok", "../escape"), ("ok", "a/b"), ("ok", "x" * 300),
+])
+def test_profiler_refuses_names_that_would_leave_its_directory(server, root, session_id, host_name):
+    err = profile(server, profile_request(session_id, host_name, str(root / "elsewhere" / "plugins")))
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "must be a plain name" in err.details()
+    written = [p for p in root.rglob("*") if p.parts[len(root.parts)] not in ("models", "profiles")]
+    assert written == [] and not list((root / "profiles").rglob("*.xplane.pb"))
+
+
+def test_profiler_writes_only_under_its_directory_and_opens_no_port(server, root):
+    listening = listening_sockets(server.proc.pid)
+    assert profile(server, profile_request("run1", "worker:1", str(root / "elsewhere" / "plugins"))) is None
+    trace = root / "profiles" / "run1" / "worker_1.xplane.pb"
+    assert trace.is_file(), list(root.rglob("*"))
+    assert stat.S_IMODE(trace.stat().st_mode) == 0o600
+    assert stat.S_IMODE(trace.parent.stat().st_mode) == 0o700
+    assert not (root / "elsewhere").exists()
+    assert sorted(p.relative_to(root / "profiles") for p in (root / "profiles").rglob("*")) == \
+        [Path("run1"), Path("run1/worker_1.xplane.pb")]  # no staging left behind
+    new = {(address, port) for address, port in listening_sockets(server.proc.pid) - listening
+           if address not in LOOPBACK}
+    assert not new, f"the profiler opened {new}"
+
+
+def test_profiler_refuses_a_duration_beyond_its_limit(server, root):
+    err = profile(server, profile_request("long", "h", "", duration_ms=10**9))
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "--profiler_max_duration_seconds" in err.details()
+    assert not (root / "profiles" / "long").exists()

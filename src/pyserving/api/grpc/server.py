@@ -1,8 +1,8 @@
 """The gRPC front end: build, bind, start and stop the `grpc.aio` server.
 
 Services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`,
-`tensorflow.ProfilerService` (forwarded to TF's profiler, see `profiler.py`; on unless
-`--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
+`tensorflow.ProfilerService` (TF's profiler in this process, writing only under
+`--profiler_dir`, see `profiler.py`; on unless `--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
 harmless; `""`, `ModelService`, `PredictionService` and their full names report NOT_SERVING
 until `set_health(True)`: the lifecycle drives it from readiness, so it says SERVING only
 while every configured model has an AVAILABLE version and the server is not draining) and
@@ -50,7 +50,7 @@ from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from pyserving.api.grpc._handlers import add_service
-from pyserving.api.grpc.profiler import ProfilerForwarder
+from pyserving.api.grpc.profiler import PROFILER_SERVICE, ProfilerServicer
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
 from pyserving.protos.config_protos import SSLConfig, parse_text
 from pyserving.server.lifecycle import StartupError
@@ -153,7 +153,7 @@ class GrpcFrontEnd:
         self,
         server: grpc.aio.Server,
         health_servicer: Any,
-        profiler: ProfilerForwarder | None,
+        profiler: ProfilerServicer | None,
         grace_seconds: float,
         socket_path: str,
     ) -> None:
@@ -199,8 +199,8 @@ class GrpcFrontEnd:
         add_service(server, health_servicer, _HEALTH_SERVICE_DESCRIPTOR)
         profiler = None
         if options.enable_profiler:
-            profiler = ProfilerForwarder()
-            server.add_generic_rpc_handlers((profiler,))
+            profiler = ProfilerServicer(options.profiler_dir, options.profiler_max_duration_seconds)
+            add_service(server, profiler, PROFILER_SERVICE)
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -256,9 +256,9 @@ class GrpcFrontEnd:
     async def _stop(self, grace_seconds: float) -> None:
         with contextlib.suppress(Exception):
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace_seconds)
         if self._profiler is not None:
-            await self._profiler.close()
+            self._profiler.close()  # a running profile ends now, not at the end of the grace
+        await self._server.stop(grace_seconds)
         if self._socket_path:
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(os.lstat(self._socket_path).st_mode):
