@@ -1,7 +1,8 @@
 """gRPC API against real server processes, with the official stubs and the seeds' client code.
 
 Servers (all launched together, each shared by the tests that use it):
-- `main`: every model the read-only tests need, profiler on (TF Serving's default);
+- `main`: every model the read-only tests need, profiler on (TF Serving's default) writing
+  under `<dir>/profiles`;
 - `unix`: UNIX socket only (a stale socket file is left at its path first),
   `--enable_serialization_as_tensor_content`, `--enable_profiler=false`; stopped by the
   last test to check the drain;
@@ -13,9 +14,12 @@ Servers (all launched together, each shared by the tests that use it):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +45,7 @@ from tensorflow_serving.apis import (
 )
 
 import modelgen
+from pyserving.protos.profiler_protos import ProfileRequest
 from support import READY, TESTDATA, ServerProcess
 
 # --------------------------------------------------------------------------- models and servers
@@ -156,7 +161,8 @@ def fleet(model_zoo, tmp_path_factory):
         # TF Serving checks labels once the latest version is up (its issue #1608): without
         # this flag, startup fails whenever version 123 loads after 124.
         "main": ServerProcess(f"--model_config_file={d / 'main.config'}",
-                              "--allow_version_labels_for_unavailable_models", rest=False),
+                              "--allow_version_labels_for_unavailable_models", f"--profiler_dir={d / 'profiles'}",
+                              rest=False),
         "unix": ServerProcess(f"--model_config_file={d / 'small.config'}", "--port=0", f"--grpc_socket_path={sock}",
                               "--enable_serialization_as_tensor_content", "--enable_profiler=false",
                               "--shutdown_grace_seconds=20", rest=False),
@@ -634,8 +640,9 @@ def test_reflection_lists_the_services(channel):
             "grpc.health.v1.Health"} <= names
 
 
-def test_profiler_trace_writes_a_trace(main, stub, tmp_path):
-    """TensorBoard's capture path: `trace('grpc://host:port', logdir, ms)` on the model port."""
+def test_profiler_trace_writes_a_trace(fleet, main, stub, tmp_path):
+    """TensorBoard's capture path: `trace('grpc://host:port', logdir, ms)` on the model port.
+    The trace goes to the server's --profiler_dir, never to the logdir the client names."""
     done = threading.Event()
 
     def traffic():  # something for the trace to record
@@ -649,8 +656,25 @@ def test_profiler_trace_writes_a_trace(main, stub, tmp_path):
     finally:
         done.set()
         worker.join()
-    traces = list(tmp_path.rglob("*.xplane.pb"))
-    assert traces and traces[0].stat().st_size > 0, list(tmp_path.rglob("*"))
+    traces = list((fleet["dir"] / "profiles").glob("*/*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0, list((fleet["dir"] / "profiles").rglob("*"))
+    assert not list(tmp_path.rglob("*")), "the client's repository_root was used"
+
+
+def test_profiler_without_a_directory_writes_to_a_private_temporary_one(fleet, tmp_path):
+    server = fleet["reload"]  # profiler on, no --profiler_dir
+    request = ProfileRequest(session_id="run", host_name="h", repository_root=str(tmp_path), duration_ms=10)
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        ch.unary_unary("/tensorflow.ProfilerService/Profile")(request.SerializeToString(), timeout=60)
+    line = server.lines[server.wait_for_log("Profiles are written to ")]
+    directory = Path(line.split("Profiles are written to ", 1)[1].split(" (", 1)[0])
+    try:
+        assert directory.parent == Path(tempfile.gettempdir())
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert (directory / "run" / "h.xplane.pb").is_file()
+    finally:
+        shutil.rmtree(directory)
+    assert not list(tmp_path.rglob("*"))
 
 
 # --------------------------------------------------------------------------- TLS

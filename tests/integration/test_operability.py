@@ -203,7 +203,7 @@ def test_metrics_keep_tf_servings_names_and_ours_move_with_requests(metrics_serv
     # TF Serving's: REST counts every /v1 request; gRPC Predict/Classify/Regress only.
     assert delta(":tensorflow:serving:request_count", model_name="m", status="OK") == 3 + 1 + 1 + 2
     assert delta(":tensorflow:serving:request_count", model_name="m", status="INVALID_ARGUMENT") == 1
-    assert delta(":tensorflow:serving:request_count", model_name="nope", status="NOT_FOUND") == 1
+    assert delta(":tensorflow:serving:request_count", model_name="_unknown", status="NOT_FOUND") == 1
     assert delta(":tensorflow:serving:request_latency_count", model_name="m", API="predict", entrypoint="REST") == 3
     assert delta(":tensorflow:serving:request_latency_count", model_name="m", API="", entrypoint="REST") == 1
     assert delta(":tensorflow:serving:request_latency_count", model_name="m", API="Predict", entrypoint="GRPC") == 2

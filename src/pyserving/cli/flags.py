@@ -116,6 +116,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("xla_cpu_compilation_enabled", _bool, False, "Allow XLA:CPU JIT", inert=True),
     Flag("xla_gpu_compilation_enabled", _bool, False, "Allow XLA:GPU JIT", inert=True),
     Flag("enable_profiler", _bool, True, "Enable the TF profiler gRPC service"),
+    Flag("profiler_dir", str, "",
+         "pyserving: directory the profiler writes traces to (<dir>/<session_id>/<host>.xplane.pb; a client's "
+         "repository_root is ignored); empty: a private temporary directory (mode 0700) made at the first profile"),
+    Flag("profiler_max_duration_seconds", float, 300.0,
+         "pyserving: longest trace a ProfilerService/Profile request may ask for (longer: INVALID_ARGUMENT)"),
     Flag("thread_pool_factory_config_file", str, "", "ThreadPoolFactoryConfig file", inert=True),
     Flag("mixed_precision", str, "", "e.g. bfloat16", inert=True),
     Flag("skip_initialize_tpu", _bool, False, "TPU builds only", inert=True),

@@ -24,9 +24,12 @@ Two families share one registry (see `exporter.py` for the text format):
   loaded or unloading version; an unload waits for them), `pyserving_oldest_request_age_seconds`
   (the request in flight the longest; 0 when none), both read at scrape time, and
   `pyserving_event_loop_lag_seconds` (fed by `watchdog.LoopWatchdog`).
-  The `model` label of our request metrics is `_unknown` for names the manager has never
-  seen, so requests for random names cannot grow the series without bound (TF Serving's
-  own metrics keep the raw name, as TF Serving does).
+
+Model labels of request metrics (TF Serving's `model_name` and our `model`, in flight
+included) name only models the server knows: configured (`bind_configured`) or ever seen
+by the manager. Any other requested name counts under `_unknown`: TF Serving keeps the
+requested name, of any length, so requests for random (or 50 MB) names would grow the
+page by one series each.
 
 Request path (a few microseconds: label children are cached, no `labels()` per request;
 histograms are `BufferedHistogram`s, whose `observe` is a list append bucketed in bulk, and
@@ -145,10 +148,12 @@ def note_signature(signature: str) -> None:
 
 class _InFlightCollector:
     """`pyserving_in_flight_requests`, read from a callable at scrape time (zero cost on
-    the request path). The callable returns model -> requests in flight."""
+    the request path). The callable returns requested model name -> requests in flight;
+    `label` folds unknown names into one series."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: Callable[[str], str]) -> None:
         self.source: Callable[[], Mapping[str, int]] | None = None
+        self._label = label
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -156,9 +161,12 @@ class _InFlightCollector:
             labels=["model"],
         )
         source = self.source
-        if source is not None:
-            for model, count in sorted(source().items()):
-                family.add_metric([model], count)
+        counts: dict[str, int] = {}
+        for model, count in (source() if source is not None else {}).items():
+            label = self._label(model)
+            counts[label] = counts.get(label, 0) + count
+        for label, count in sorted(counts.items()):
+            family.add_metric([label], count)
         yield family
 
 
@@ -310,7 +318,7 @@ class ServingMetrics:
         self.batch_queue_depth = Gauge(
             "pyserving_batch_queue_depth", "Tasks waiting in the batch queue.", ["model"], registry=self.registry
         )
-        self._in_flight = _InFlightCollector()
+        self._in_flight = _InFlightCollector(self.model_label)
         self.registry.register(self._in_flight)  # type: ignore[arg-type]
         self.event_loop_lag = self._histogram(
             "pyserving_event_loop_lag_seconds", "How late the event loop ran a callback it was handed.",
@@ -325,7 +333,8 @@ class ServingMetrics:
         self._tf_latency_children: dict[tuple[str, str, str], Any] = {}
         self._runtime_children: dict[tuple[str, str, str], Any] = {}
         self._latency_children: dict[tuple[str, str, str, str, str], Any] = {}
-        self._known_models: set[str] = set()
+        self._known_models: set[str] = set()  # ever seen by the manager
+        self._is_configured: Callable[[str], bool] = lambda name: False
         self._loading_since: dict[tuple[str, int], float] = {}
         self._unloading_since: dict[tuple[str, int], float] = {}
         self._log_lock = threading.Lock()
@@ -353,7 +362,7 @@ class ServingMetrics:
         """Count and time a finished request; `error` None means it succeeded."""
         elapsed = time.perf_counter() - record.start
         self._open.discard(record)
-        model = record.model
+        model = self.model_label(record.model)
         code = Code.OK if error is None else error.code
         if record.tf_api is not None:
             key = (model, code.name)
@@ -361,7 +370,6 @@ class ServingMetrics:
             if child is None:
                 child = self._count_children[key] = self.request_count.labels(*key)
             child.inc()
-        ours = model if model in self._known_models else UNKNOWN_MODEL
         if error is None:
             if record.tf_api is not None:
                 tf_key = (model, record.tf_api, "REST" if record.entrypoint == "rest" else "GRPC")
@@ -369,14 +377,24 @@ class ServingMetrics:
                 if tf_child is None:
                     tf_child = self._tf_latency_children[tf_key] = self.request_latency.labels(*tf_key)
                 tf_child.observe(elapsed * 1e6)
-            our_key = (ours, record.version, record.signature, record.api, record.entrypoint)
+            our_key = (model, record.version, record.signature, record.api, record.entrypoint)
             our_child = self._latency_children.get(our_key)
             if our_child is None:
                 our_child = self._latency_children[our_key] = self.latency.labels(*our_key)
             our_child.observe(elapsed)
             return
-        self.errors.labels(ours, code.name).inc()
+        self.errors.labels(model, code.name).inc()
         self._log_error(record, error)
+
+    def model_label(self, name: str) -> str:
+        """`name` if the server knows the model (configured or ever seen by the manager),
+        else `_unknown`."""
+        return name if name in self._known_models or self._is_configured(name) else UNKNOWN_MODEL
+
+    def bind_configured(self, is_configured: Callable[[str], bool]) -> None:
+        """Count requests for models `is_configured(name)` says are configured (maybe not
+        loaded yet) under their own name."""
+        self._is_configured = is_configured
 
     def _log_error(self, record: RequestRecord, error: ServingError) -> None:
         where = (f"{record.entrypoint} {record.api} model={record.model or '-'} "
@@ -385,7 +403,7 @@ class ServingMetrics:
             log.debug("Request failed: %s: %s: %s", where, error.code.name, error.message)
             return
         now = time.monotonic()
-        key = (record.model, error.code)
+        key = (self.model_label(record.model), error.code)  # bounded like the labels
         with self._log_lock:
             last, suppressed = self._last_logged.get(key, (float("-inf"), 0))
             if now - last < _LOG_INTERVAL_SECONDS:

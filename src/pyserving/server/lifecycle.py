@@ -320,6 +320,7 @@ async def serve(options: Any) -> int:
 
     metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
     core.bus.subscribe(metrics.on_servable_state)
+    metrics.bind_configured(core.is_configured)
     core.bus.subscribe(_freeze_after_load)  # issue 4
     gate = RequestGate(options.max_in_flight_requests_per_model)
     health = Health(core, gate)

@@ -248,6 +248,10 @@ class ServerCore:
     def models(self) -> dict[str, ModelConfig]:
         return dict(self._models)
 
+    def is_configured(self, name: str) -> bool:
+        """Whether `name` is a model of the current config (any thread; no copy)."""
+        return name in self._models
+
     async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float | None = None,
                             wait: bool = True) -> None:
         """Apply a whole new model list: add, remove, change policies and labels.

@@ -48,6 +48,7 @@ def test_malformed_or_missing_config_is_an_error(tmp_path):
 
 def test_format_has_type_lines_only_and_counters_without_total():
     metrics = ServingMetrics()
+    metrics.bind_configured(lambda name: name == "m")
     metrics.finish(metrics.start("rest", "predict", "m", tf_api="predict"), None)
     text = render(metrics.registry, metrics.exposition_names).decode()
     assert "# HELP" not in text

@@ -91,13 +91,30 @@ def test_requests_tf_serving_does_not_count_still_get_ours(metrics):
                  signature="", api="status", entrypoint="grpc") == 1
 
 
-def test_unknown_model_names_do_not_grow_our_series(metrics):
-    for name in ("nope1", "nope2"):
+def test_unknown_model_names_do_not_grow_any_series(metrics):
+    for name in ("nope1", "nope2", "x" * 100_000):
         metrics.finish(metrics.start("rest", "predict", name, tf_api="predict"),
                        ServingError(Code.NOT_FOUND, "Servable not found"))
-    assert value(metrics, "pyserving_request_errors_total", model="_unknown", code="NOT_FOUND") == 2
-    # TF Serving's own metric keeps the raw name, as TF Serving does.
-    assert value(metrics, ":tensorflow:serving:request_count", model_name="nope1", status="NOT_FOUND") == 1
+    assert value(metrics, "pyserving_request_errors_total", model="_unknown", code="NOT_FOUND") == 3
+    assert value(metrics, ":tensorflow:serving:request_count", model_name="_unknown", status="NOT_FOUND") == 3
+    assert {dict(labels).get("model_name", dict(labels).get("model")) for _, labels in samples(metrics)} <= \
+        {None, "m", "_unknown"}
+
+
+def test_configured_models_keep_their_name_before_the_manager_sees_them(metrics):
+    metrics.bind_configured(lambda name: name == "configured")
+    for name in ("configured", "nope"):
+        metrics.finish(metrics.start("grpc", "predict", name, tf_api="Predict"), None)
+    assert value(metrics, ":tensorflow:serving:request_count", model_name="configured", status="OK") == 1
+    assert value(metrics, ":tensorflow:serving:request_count", model_name="_unknown", status="OK") == 1
+    assert value(metrics, ":tensorflow:serving:request_latency_count",
+                 model_name="configured", API="Predict", entrypoint="GRPC") == 1
+
+
+def test_in_flight_requests_for_unknown_names_share_one_series(metrics):
+    metrics.bind_in_flight(lambda: {"m": 1, "nope1": 2, "nope2": 3})
+    assert value(metrics, "pyserving_in_flight_requests", model="m") == 1
+    assert value(metrics, "pyserving_in_flight_requests", model="_unknown") == 5
 
 
 def test_version_states_and_load_unload_durations(metrics):

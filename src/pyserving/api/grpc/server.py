@@ -1,12 +1,13 @@
 """The gRPC front end: build, bind, start and stop the `grpc.aio` server.
 
 Services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`,
-`tensorflow.ProfilerService` (forwarded to TF's profiler, see `profiler.py`; on unless
-`--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
+`tensorflow.ProfilerService` (TF's profiler in this process, writing only under
+`--profiler_dir`, see `profiler.py`; on unless `--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
 harmless; `""`, `ModelService`, `PredictionService` and their full names report NOT_SERVING
 until `set_health(True)`: the lifecycle drives it from readiness, so it says SERVING only
 while every configured model has an AVAILABLE version and the server is not draining) and
-server reflection listing them.
+server reflection listing them. Every unary service is registered by `_handlers.add_service`:
+a request whose bytes do not parse answers INVALID_ARGUMENT.
 
 Listeners, as TF Serving's `server.cc`: `0.0.0.0:<--port>` unless the port is 0, and
 `unix:<--grpc_socket_path>` if set (a stale socket file left by a dead server is removed;
@@ -44,16 +45,12 @@ from typing import Any, Callable
 
 import grpc
 from google.protobuf import text_format
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
-from tensorflow_serving.apis import (
-    model_service_pb2,
-    model_service_pb2_grpc,
-    prediction_service_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
-from pyserving.api.grpc.profiler import ProfilerForwarder
+from pyserving.api.grpc._handlers import add_service
+from pyserving.api.grpc.profiler import PROFILER_SERVICE, ProfilerServicer
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
 from pyserving.protos.config_protos import SSLConfig, parse_text
 from pyserving.server.lifecycle import StartupError
@@ -64,8 +61,11 @@ __all__ = ["GrpcFrontEnd", "parse_channel_arguments", "load_ssl_credentials", "H
 log = logging.getLogger("pyserving.grpc")
 
 INT32_MAX = (1 << 31) - 1
-PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name
-MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+_PREDICTION_SERVICE_DESCRIPTOR = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+_MODEL_SERVICE_DESCRIPTOR = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+_HEALTH_SERVICE_DESCRIPTOR = health_pb2.DESCRIPTOR.services_by_name["Health"]
+PREDICTION_SERVICE = _PREDICTION_SERVICE_DESCRIPTOR.full_name
+MODEL_SERVICE = _MODEL_SERVICE_DESCRIPTOR.full_name
 # TF Serving marks "ModelService" and "PredictionService"; clients also probe "" and full names.
 HEALTH_SERVICE_NAMES = ("", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE)
 
@@ -153,7 +153,7 @@ class GrpcFrontEnd:
         self,
         server: grpc.aio.Server,
         health_servicer: Any,
-        profiler: ProfilerForwarder | None,
+        profiler: ProfilerServicer | None,
         grace_seconds: float,
         socket_path: str,
     ) -> None:
@@ -190,18 +190,17 @@ class GrpcFrontEnd:
         args.update(parse_channel_arguments(options.grpc_channel_arguments))
         server = grpc.aio.server(options=list(args.items()))
 
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content), server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(service, metric_value=metric_value), server
-        )
+        # add_service, not the generated add_*_to_server: bytes that do not parse answer
+        # INVALID_ARGUMENT (see _handlers.py).
+        add_service(server, PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content),
+                    _PREDICTION_SERVICE_DESCRIPTOR)
+        add_service(server, ModelServicer(service, metric_value=metric_value), _MODEL_SERVICE_DESCRIPTOR)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        add_service(server, health_servicer, _HEALTH_SERVICE_DESCRIPTOR)
         profiler = None
         if options.enable_profiler:
-            profiler = ProfilerForwarder()
-            server.add_generic_rpc_handlers((profiler,))
+            profiler = ProfilerServicer(options.profiler_dir, options.profiler_max_duration_seconds)
+            add_service(server, profiler, PROFILER_SERVICE)
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -257,9 +256,9 @@ class GrpcFrontEnd:
     async def _stop(self, grace_seconds: float) -> None:
         with contextlib.suppress(Exception):
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace_seconds)
         if self._profiler is not None:
-            await self._profiler.close()
+            self._profiler.close()  # a running profile ends now, not at the end of the grace
+        await self._server.stop(grace_seconds)
         if self._socket_path:
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(os.lstat(self._socket_path).st_mode):

@@ -18,6 +18,12 @@ both together (`writelines`: one `writev`). A write that nothing follows goes ou
 from a `call_soon` callback, in the loop's next pass, before it polls for I/O again.
 Holding never reorders bytes: every write, close and `write_eof` goes after what is
 held.
+
+A write to a connection that is closing or closed is dropped, as asyncio's own transports
+do once the connection is lost; uvloop's raise `RuntimeError` instead. uvicorn expects the
+drop: when a pipelining client disconnects, it marks only the last request it parsed as
+disconnected, so the request running then still sends its response into the closed
+transport (which is a client going away, not a server error).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ class _CoalescingTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.writelines((held, data))
+            if not self._transport.is_closing():
+                self._transport.writelines((held, data))
         elif data:
             self._held = data
             self._call_soon(self._flush)
@@ -62,7 +69,8 @@ class _CoalescingTransport:
 
     def write_eof(self) -> None:
         self._flush()
-        self._transport.write_eof()
+        if not self._transport.is_closing():
+            self._transport.write_eof()
 
     def close(self) -> None:
         self._flush()

@@ -31,6 +31,7 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 _DBL_MAX_DIV_10 = int(1.7976931348623157e307)
+_DBL_MAX_DIGITS = len(str(_DBL_MAX_DIV_10)) + 1  # 309: an integer part this long may fit
 
 # rapidjson/error/en.h (v1.1.0)
 _DOCUMENT_EMPTY = "The document is empty."
@@ -254,6 +255,10 @@ def _parse_number(buf: bytes, i: int, n: int) -> tuple[Any, int]:
         frac, exp = m.group(1), m.group(2)
         body = text.lstrip(b"-")
         int_digits = body[:len(body) - len(frac or b"") - len(exp or b"")]
+        if len(int_digits) > _DBL_MAX_DIGITS:
+            # Beyond DBL_MAX whatever the digits; also keeps int() off a huge digit run
+            # (Python refuses to convert more than 4300 digits).
+            raise JsonParseError(_NUMBER_TOO_BIG, start)
         big = int(int_digits) > (2**63 if text[:1] == b"-" else UINT64_MAX)
         if big and len(int_digits) > 1 and int(int_digits[:-1]) >= _DBL_MAX_DIV_10:
             raise JsonParseError(_NUMBER_TOO_BIG, start)  # reader.h: "Force double for big integer"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import logging
 import re
 import time
@@ -48,6 +49,7 @@ _SMALL_REQUEST_BYTES = 64 * 1024  # issue 4: decoded/encoded on the loop when ba
 _CHUNKED_BODY_BYTES = 1 << 20
 _INT64_MAX = 2**63 - 1
 _INFLATE_STEP_BYTES = 16 << 20
+_INT64_DIGITS = len(str(_INT64_MAX))
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -70,9 +72,12 @@ class _Disconnected(Exception):
 
 
 def _not_found_page(path: str) -> bytes:
+    # The path is the client's: escaped as libevent's evhttp_htmlescape does (TF Serving's
+    # page), so a path cannot inject markup or script into the page.
+    escaped = html.escape(path).replace("&#x27;", "&#039;")
     return (
         "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
-        f"<p>The requested URL {path} was not found on this server.</p></body></html>"
+        f"<p>The requested URL {escaped} was not found on this server.</p></body></html>"
     ).encode()
 
 
@@ -159,11 +164,7 @@ class RestApp:
             raise malformed
         name = unquote(m["name"]) if m["name"] else ""
         label = unquote(m["label"]) if m["label"] else None
-        version = None
-        if m["version"] is not None:
-            version = int(m["version"])
-            if version > _INT64_MAX:
-                raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {m['version']} to numeric.")
+        version = None if m["version"] is None else _parse_version(m["version"])
         verb, sub = m["verb"], m["sub"]
         record.model = name  # issue 5: metrics labels
         gate = self.service.gate  # issue 5: drain and backpressure
@@ -258,7 +259,7 @@ class RestApp:
     async def _read_body(self, scope: dict[str, Any], receive: Receive, claim: Claim) -> bytes | Chunks:
         limit = self.options.max_body_bytes
         length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isdigit() and (len(length) > _INT64_DIGITS or int(length) > limit):
             raise _BodyTooLarge()
         chunks = []
         size = 0
@@ -303,6 +304,15 @@ def _gunzip(body: bytes, limit: int, claim: Claim) -> bytes:
     except (zlib.error, gzip.BadGzipFile) as exc:
         raise ServingError(Code.INVALID_ARGUMENT, f"Failed to decompress gzip request body: {exc}") from None
     return b"".join(pieces)
+
+
+def _parse_version(digits: str) -> int:
+    """A URL's version digits as int64 (TF Serving's `absl::SimpleAtoi`); the length is
+    checked first so that a huge digit run never reaches int() (which refuses 4300+ digits)."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > _INT64_DIGITS or int(significant) > _INT64_MAX:
+        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {digits} to numeric.")
+    return int(significant)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
