@@ -287,6 +287,31 @@ def test_a_load_stuck_on_io_fails_after_the_load_timeout(tmp_path):
     assert "Failed to start server" in out and "Loading did not finish within 1 s" in out
 
 
+def test_sigterm_in_the_middle_of_a_swap_finishes_the_request_and_exits_0(tmp_path):
+    """Version 2 arrives while a slow request holds version 1, which starts draining; then
+    SIGTERM: the request still gets its answer, both versions unload, exit 0."""
+    store = tmp_path / "store"
+    modelgen.make_slow_model(store, 1)
+    modelgen.make_slow_model(store, 2)
+    base = tmp_path / "slow"
+    base.mkdir()
+    _install(store / "1", base / "1")
+    server = ServerProcess("--model_name=slow", f"--model_base_path={base}", "--access_log",
+                           grpc=False).start()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(requests.post, server.url + "/v1/models/slow:predict",
+                           json={"inputs": {"n": 1_500_000}}, timeout=120)
+        mark = server.wait_for_log("POST /v1/models/slow:predict started")
+        _install(store / "2", base / "2")
+        server.wait_for_log("{name: slow version: 1} is UNLOADING", start=mark)
+        server.proc.send_signal(signal.SIGTERM)
+        r = slow.result()
+    assert r.status_code == 200 and r.json() == {"outputs": 1_500_000.0}, r.text
+    assert server.wait_exit(60) == 0
+    out = server.output
+    assert "{name: slow version: 1} is END" in out and "{name: slow version: 2} is END" in out
+
+
 def test_tensorflow_model_server_alias(tmp_path):
     alias = Path(sys.executable).parent / "tensorflow_model_server"
     if not alias.exists():

@@ -64,6 +64,9 @@ __all__ = ["BatchingServable", "BatchingLoader", "loader_wrapper"]
 log = logging.getLogger("pyserving.batching")
 
 _RUNNING_TIMEOUT_MESSAGE = "Deadline exceeded while the batch holding this request was running"
+# How long an unload waits for a version's batches to finish (the requests in them were
+# drained already: this is a batch still running past its deadlines).
+_CLOSE_WAIT_SECONDS = 60.0
 # Declared ranks up to which a request of another rank still batches (as the TF platform
 # lets [3] into a [-1,1] placeholder).
 _MAX_LENIENT_RANK = 2
@@ -345,14 +348,19 @@ class BatchingServable:
             queue.cancel(request.pieces)
             raise
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None) -> bool:
         """Close this version's queues and wait until what is queued has run (call from a
-        worker thread; the manager unloads only after every handle was released)."""
+        worker thread; the manager unloads only after every handle was released). False if
+        `timeout` seconds passed first (a queue still leaves once it is empty)."""
         with self._lock:
             self._closed = True
             queues = list(self._queues.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        drained = True
         for queue in queues:
-            queue.close(timeout)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            drained = queue.close(remaining) and drained
+        return drained
 
     # -- internals ------------------------------------------------------------------------
     def _queue(self, signature: Signature, output_filter: Sequence[str]) -> BatchQueue:
@@ -531,8 +539,9 @@ class BatchingLoader:
 
     def unload(self) -> None:
         servable, self._servable = self._servable, None
-        if isinstance(servable, BatchingServable):
-            servable.close()
+        if isinstance(servable, BatchingServable) and not servable.close(_CLOSE_WAIT_SECONDS):
+            log.warning("Batch queues of %s still busy after %g s; unloading anyway", self._name,
+                        _CLOSE_WAIT_SECONDS)
         self._inner.unload()
 
     def servable(self) -> Any:
