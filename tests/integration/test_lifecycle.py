@@ -178,7 +178,12 @@ def test_missing_base_path_while_serving_is_reported_and_isolated(tmp_path, vers
 
 def _run_to_exit(*args: str, timeout: float = 120) -> tuple[int, str]:
     server = ServerProcess(*args, grpc=False).launch()
-    code = server.wait_exit(timeout)
+    try:
+        code = server.wait_exit(timeout)
+    finally:
+        if server.proc.poll() is None:  # a hung server must not outlive its test
+            server.proc.kill()
+            server.proc.wait()
     return code, server.output
 
 
