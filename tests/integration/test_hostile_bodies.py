@@ -1,5 +1,5 @@
-"""Bodies built to be expensive: one huge JSON string, a huge base64 value, a small gzip
-body that inflates to 300 MiB of whitespace. Each gets its 400 quickly, other clients are
+"""Bodies built to be expensive: one huge JSON string, a huge base64 value, one long string
+among many numbers, a small gzip body that inflates to 300 MiB of whitespace. Each gets its 400 quickly, other clients are
 not stalled meanwhile (a health probe every 50 ms answers within a second) and the
 server's memory stays bounded."""
 
@@ -54,6 +54,8 @@ class Prober:
 BODIES = {
     "a 30 MiB JSON string": (b'{"instances": ["' + b"a" * (30 * MiB) + b'"]}', {}),
     "a 50 MB base64 value": (b'{"instances": [{"b64": "' + b"QUFB" * 12_500_000 + b'"}]}', {}),
+    "a 10,000-character string among 100,000 numbers (4 GB as a numpy string array)": (
+        b'{"instances": ["' + b"a" * 10_000 + b'"' + b", 1" * 100_000 + b"]}", {}),
     "300 MiB of whitespace in a 300 KB gzip body": (gzip.compress(b" " * (300 * MiB), 9),
                                                     {"content-encoding": "gzip"}),
 }

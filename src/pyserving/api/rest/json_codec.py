@@ -470,7 +470,8 @@ def _convert(spec: TensorSpec, value: Any, maybe_bools: bool) -> np.ndarray:
     """One tensor from its JSON value; the errors are TF's for a whole tensor."""
     info = _INPUT_DTYPES.get(spec.dtype)
     kind = info[0] if info else None
-    if isinstance(value, RawArray):
+    numbers_only = isinstance(value, RawArray)
+    if numbers_only:
         if kind == "float":  # as `_checked` casts it, without a float64 copy of a big array
             return value.as_float(_target_dtype(spec))
         if kind not in (None, "string", "bool"):
@@ -478,10 +479,13 @@ def _convert(spec: TensorSpec, value: Any, maybe_bools: bool) -> np.ndarray:
             if arr is not None:
                 return arr
         value = value.materialize()
-    if kind not in (None, "string"):
+    # numpy reads a list holding one string as a string array: every element as wide as the
+    # longest string (one 10,000-character string among 100,000 numbers: 4 GB); such a value
+    # is never a numeric tensor, and the element-wise path below says why.
+    if kind not in (None, "string") and (numbers_only or not _holds_text(value)):
         try:
             a = np.asarray(value)
-        except (ValueError, TypeError, OverflowError, RecursionError):
+        except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
             a = None
         if a is not None:
             arr = _checked(a, kind, _target_dtype(spec))
@@ -489,6 +493,17 @@ def _convert(spec: TensorSpec, value: Any, maybe_bools: bool) -> np.ndarray:
                 return arr
     shape, flat = _fill_exact(value, spec.dtype)
     return _build(flat, shape, spec)
+
+
+def _holds_text(value: Any) -> bool:
+    """Whether a JSON value holds a string or an object anywhere (its JSON has a quote),
+    found at orjson's speed rather than by walking it."""
+    if not isinstance(value, list):
+        return isinstance(value, (str, dict))
+    try:
+        return b'"' in orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer orjson cannot write
+        return True
 
 
 def _checked(a: np.ndarray, kind: str, target: Any) -> np.ndarray | None:
