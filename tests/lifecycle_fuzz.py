@@ -659,6 +659,10 @@ class SeedResult:
 
 
 class Runner:
+    """Runs one plan: the server, a model of what it should serve (`present`, `failed`,
+    `config`, `available`, and `window`: what answers may say meanwhile), the background
+    clients, the steps (`step_<kind>`) and the checks after each (`after_step`)."""
+
     def __init__(self, p: Plan, store: Store, workdir: Path, server_src: str | None = None,
                  verbose: bool = False) -> None:
         self.plan = p

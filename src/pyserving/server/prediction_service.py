@@ -269,6 +269,8 @@ class PredictionService:
                 self._timeout_ms(deadline)  # issue 5: expired while queued -> not decoded, not run
                 inputs = decode(sig)
                 outputs = self._run_model(servable, handle.id.name, "Predict", sig, inputs, output_filter, deadline)
+                if deadline is not None and time.monotonic() > deadline:  # answered already
+                    raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while the request was running")
                 _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result

@@ -65,7 +65,8 @@ _DEADLINE_MARGIN_SECONDS = 0.05
 # of the deadline reaches the server as a cancellation, before the server's own copy of the
 # deadline (which started when the call arrived) has passed (seen once under CI load).
 _DEADLINE_TOLERANCE_SECONDS = 0.05
-_SMALL_REQUEST_BYTES = 64 * 1024  # issue 4: Predict decoded/encoded on the loop when batched
+_SMALL_REQUEST_BYTES = 64 * 1024
+_FILL_ON_LOOP_ROWS = 1000  # issue 4: Predict decoded/encoded on the loop when batched
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -248,7 +249,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         response = classification_pb2.ClassificationResponse()
         echo_spec(response.model_spec, request.model_spec.name, result.version, result.signature_name)
-        _fill_classifications(response.result, result.classifications)
+        await _off_loop_if_big(len(result.classifications), _fill_classifications, response.result,
+                               result.classifications)
         return response
 
     @rpc
@@ -259,7 +261,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         response = regression_pb2.RegressionResponse()
         echo_spec(response.model_spec, request.model_spec.name, result.version, result.signature_name)
-        _fill_regressions(response.result, result.values)
+        await _off_loop_if_big(len(result.values), _fill_regressions, response.result, result.values)
         return response
 
     @rpc
@@ -331,6 +333,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         echo_spec(response.model_spec, name, version)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map)
         return response
+
+
+async def _off_loop_if_big(rows: int, fill: Callable[..., None], *args: Any) -> None:
+    """Fill a response on a worker thread when it has many rows (a Python loop of seconds
+    on the event loop would stall every other client)."""
+    if rows <= _FILL_ON_LOOP_ROWS:
+        fill(*args)
+    else:
+        await asyncio.to_thread(fill, *args)
 
 
 def _fill_classifications(target: Any, classifications: list[list[tuple[bytes, float]]]) -> None:

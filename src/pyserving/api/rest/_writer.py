@@ -139,6 +139,9 @@ def _f32_round_trips(text: str, y: float, x: float) -> bool:
         return False
 
 
+_TOKEN_SLICE = 1 << 16
+
+
 def _float_tokens(v: np.ndarray, double: bool) -> list[str]:
     n = v.size
     if n == 0:
@@ -161,11 +164,18 @@ def _float_tokens(v: np.ndarray, double: bool) -> list[str]:
     fmts = ("%g", "%.1f", "%.17g" if double else "%.9g")
     vals = v.tolist()
     first = int(codes[0])
+    # In slices: one `list(map(...))` over millions of values holds the GIL for seconds,
+    # and the event loop needs it in between.
+    tokens: list[str] = []
     if (codes == first).all():
-        tokens = list(map(fmts[first].__mod__, vals))
+        fmt = fmts[first].__mod__
+        for start in range(0, n, _TOKEN_SLICE):
+            tokens += map(fmt, vals[start:start + _TOKEN_SLICE])
     else:
-        table = np.array(fmts, dtype=object)
-        tokens = list(map(str.__mod__, table[codes].tolist(), vals))
+        formats = np.array(fmts, dtype=object)[codes].tolist()
+        for start in range(0, n, _TOKEN_SLICE):
+            end = start + _TOKEN_SLICE
+            tokens += map(str.__mod__, formats[start:end], vals[start:end])
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():
             x = vals[i]
