@@ -22,7 +22,7 @@ from pyserving.core.servable_id import ServableId
 from pyserving.core.servable_state import ManagerState
 from pyserving.errors import ServingError
 
-__all__ = ["LoaderHarness", "Holder", "DRAIN_SLACK_SECONDS"]
+__all__ = ["LoaderHarness", "DRAIN_SLACK_SECONDS"]
 
 # What a drain waits beyond a holder's deadline: the request's error answer and the end of
 # a model run bounded by that deadline.
@@ -114,11 +114,6 @@ class LoaderHarness:
     def in_flight(self) -> int:
         """Handles held now."""
         return len(self._holders)
-
-    def oldest_holder_since(self) -> float | None:
-        """The `time.monotonic()` time the oldest handle held now was acquired."""
-        with self._cond:
-            return min((h.since for h in self._holders.values()), default=None)
 
     def servable(self) -> Any:
         return self.loader.servable()

@@ -65,8 +65,8 @@ _DEADLINE_MARGIN_SECONDS = 0.05
 # of the deadline reaches the server as a cancellation, before the server's own copy of the
 # deadline (which started when the call arrived) has passed (seen once under CI load).
 _DEADLINE_TOLERANCE_SECONDS = 0.05
-_SMALL_REQUEST_BYTES = 64 * 1024
-_FILL_ON_LOOP_ROWS = 1000  # issue 4: Predict decoded/encoded on the loop when batched
+_SMALL_REQUEST_BYTES = 64 * 1024  # Predict decoded/encoded on the loop when batched
+_FILL_ON_LOOP_ROWS = 1000
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
