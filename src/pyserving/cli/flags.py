@@ -1,18 +1,21 @@
 """Every `tensorflow_model_server` flag, declared once.
 
 The table drives parsing (TF's rules: `--name=value`, booleans as `--flag`,
-`--flag=true|false`, later occurrences win, an unknown argument is reported and
-ignored) and produces a frozen `ServerOptions`. Flags we accept for compatibility but
+`--flag=true|false`, later occurrences win) and produces a frozen `ServerOptions`. Unlike
+TF Serving, which prints "unknown argument" and serves with the mistyped feature off, an
+unknown argument is an error, with the nearest flag name suggested. Flags we accept for compatibility but
 do not act on are marked `inert` and logged when set.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-__all__ = ["Flag", "FLAGS", "ServerOptions", "FlagError", "parse_flags", "usage"]
+__all__ = ["Flag", "FLAGS", "ServerOptions", "FlagError", "parse_flags", "usage",
+           "unknown_argument_message"]
 
 _CPUS = os.cpu_count() or 1
 
@@ -194,6 +197,33 @@ def parse_flags(argv: list[str]) -> tuple[Any, list[str], bool]:
             raise FlagError(f"Illegal value '{text}' specified for flag '{flag.name}': {exc}") from None
     options = ServerOptions(**values)  # type: ignore[call-arg]
     return options, unknown, help_requested
+
+
+# Names other model servers use for what TF Serving calls otherwise.
+_OTHER_SERVERS_NAMES = {
+    "grpc_port": "port",
+    "http_port": "rest_api_port",
+    "rest_port": "rest_api_port",
+    "model_path": "model_base_path",
+    "model_repository": "model_base_path",
+    "model_config": "model_config_file",
+}
+
+
+def unknown_argument_message(arg: str) -> str:
+    """One line naming the argument and, for a mistyped flag, the nearest real one."""
+    if not arg.startswith("-"):
+        return f"unknown argument {arg!r}: flags are written --name=value"
+    name = arg.lstrip("-").partition("=")[0]
+    guess = _OTHER_SERVERS_NAMES.get(name)
+    if guess is None:
+        close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
+        # A part of a longer name (--batching for --enable_batching); under 4 letters a part
+        # matches too much to be a hint.
+        if not close and len(name) >= 4:
+            close = [n for n in _BY_NAME if name in n]
+        guess = close[0] if close else None
+    return f"unknown flag --{name}" + (f" (did you mean --{guess}?)" if guess else "")
 
 
 def set_flags(options: Any) -> list[str]:

@@ -65,9 +65,10 @@ def threads_left_behind() -> bool:
 
 
 class StartupError(Exception):
-    """The server cannot start; the message is printed and the process exits non-zero."""
+    """The server cannot start; the message is printed and the process exits with 255, as
+    TF Serving's does (`return -1` from main), whatever the cause."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 255) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -201,11 +202,6 @@ async def _poll_config_file(core: ServerCore, path: str, every: float, last_text
 
 
 # ---- issue 5: log level, monitoring config, drain ---------------------------------------
-# --log_level -> TF_CPP_MIN_LOG_LEVEL (0 all, 1 no INFO, 2 no WARNING, 3 no ERROR): TF's C++
-# INFO lines repeat what our lifecycle log already says, so INFO hides them.
-_TF_CPP_MIN_LOG_LEVEL = {"DEBUG": "0", "INFO": "1", "WARNING": "1", "ERROR": "2", "CRITICAL": "3"}
-
-
 def _prometheus_exporter(options: Any, metrics: ServingMetrics) -> tuple[str, PrometheusExporter] | None:
     """(path, handler) from --monitoring_config_file, None when off; StartupError if unreadable."""
     if not options.monitoring_config_file:
@@ -221,6 +217,31 @@ def _prometheus_exporter(options: Any, metrics: ServingMetrics) -> tuple[str, Pr
         return None
     log.info("Exporting Prometheus metrics at %s on the REST port", settings.path)
     return settings.path, PrometheusExporter(metrics.registry, metrics.exposition_names)
+
+
+def listening_summary(options: Any, rest: bool, metrics_path: str | None) -> str:
+    """The one start-up line that says what is served where and what is off, so that a
+    front end left off by a flag is visible in the log."""
+    on: list[str] = []
+    off: list[str] = []
+    tls = " with TLS" if options.ssl_config_file else ""
+    if options.port:
+        on.append(f"gRPC on 0.0.0.0:{options.port}{tls}")
+    if options.grpc_socket_path:
+        on.append(f"gRPC on unix:{options.grpc_socket_path}{tls}")
+    if not options.port and not options.grpc_socket_path:
+        off.append("gRPC (--port=0)")
+    if rest:
+        on.append(f"REST on 0.0.0.0:{options.rest_api_port}")
+        if metrics_path:
+            on.append(f"Prometheus metrics at {metrics_path} on the REST port")
+        else:
+            off.append("Prometheus metrics (see --monitoring_config_file)")
+    elif not options.rest_api_port:
+        off.append("REST and Prometheus metrics (--rest_api_port=0)")
+    else:
+        off.append("REST (--rest_api_port is the gRPC --port)")
+    return "Serving " + ", ".join(on) + ("; off: " + ", ".join(off) if off else "")
 
 
 async def _drain(gate: RequestGate, health: Health, servers: list[tuple[str, Any, Any]], grace: float) -> None:
@@ -252,7 +273,6 @@ async def _drain(gate: RequestGate, health: Health, servers: list[tuple[str, Any
 
 async def serve(options: Any) -> int:
     """Run the server until a signal; returns the process exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_CPP_MIN_LOG_LEVEL.get(options.log_level, "1"))  # issue 5
     if options.port == 0 and not options.grpc_socket_path and not options.rest_api_port:
         raise StartupError(
             "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
@@ -384,6 +404,8 @@ async def serve(options: Any) -> int:
         grpc_front = await GrpcFrontEnd.start(options, service, metric_value=metrics.value)
         if grpc_front is not None:
             servers.append(("grpc", grpc_front, asyncio.create_task(grpc_front.serve(), name="grpc")))
+        rest_started = any(name == "rest" for name, _, _ in servers)
+        log.info("%s", listening_summary(options, rest_started, prometheus[0] if prometheus else None))
 
         async def report_health(ready: bool) -> None:  # issue 5: gRPC health follows readiness
             if grpc_front is not None:
@@ -399,7 +421,7 @@ async def serve(options: Any) -> int:
             try:
                 load.result()
             except ServingError as err:
-                raise StartupError(f"Failed to start server. Error: {err}", exit_code=255) from None
+                raise StartupError(f"Failed to start server. Error: {err}") from None
             health.mark_started()  # issue 5: ready (and gRPC SERVING) before the ready line
             await report_health(health.readiness()[0])
             log.info("%s (%s)", READY_MESSAGE, ", ".join(sorted(core.models)))

@@ -58,3 +58,17 @@ def test_options_are_frozen():
     options, _, _ = parse_flags([])
     with pytest.raises(Exception):
         options.port = 1
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--rest_port=8501", "unknown flag --rest_port (did you mean --rest_api_port?)"),
+    ("--grpc_port=8500", "unknown flag --grpc_port (did you mean --port?)"),
+    ("--model_base_pth=/m", "unknown flag --model_base_pth (did you mean --model_base_path?)"),
+    ("--batching", "unknown flag --batching (did you mean --enable_batching?)"),
+    ("--xyz", "unknown flag --xyz"),
+    ("models", "unknown argument 'models': flags are written --name=value"),
+])
+def test_unknown_argument_names_the_nearest_flag(arg, message):
+    from pyserving.cli.flags import unknown_argument_message
+
+    assert unknown_argument_message(arg) == message

@@ -108,15 +108,18 @@ class RestApp:
         if extra is not None:
             status, headers, body = await extra()
             await _respond(send, status, headers, body)
+            self._log_end(method, path, status)
             return
         if not _V1.match(path):
             await _respond(send, 404, [(b"content-type", b"text/html")], _not_found_page(path))
+            self._log_end(method, path, 404)
             return
         if method == "OPTIONS":
             origin = _header(scope, b"origin")
             ok = origin is not None and (b"http://" in origin or b"https://" in origin)
             headers = self._headers[1:] if self.options.enable_cors else []
             await _respond(send, 200 if ok else 400, headers, b"")
+            self._log_end(method, path, 200 if ok else 400)
             return
         # issue 5: every /v1 request is counted and timed (TF Serving's request_count covers
         # status and metadata too); the record travels to the service in `current_request`.
@@ -138,6 +141,7 @@ class RestApp:
             error = ServingError(Code.INVALID_ARGUMENT, body.decode())
         except _Disconnected:
             error = ServingError(Code.CANCELLED, "Client disconnected")
+            self._log_end(method, path, "client disconnected")
             return
         except Exception as exc:  # never a traceback to the client
             log.exception("Internal error serving %s %s", method, path)
@@ -152,8 +156,12 @@ class RestApp:
         if self.service.gate.draining:  # issue 5: no new request on this connection
             headers = [*headers, (b"connection", b"close")]
         await _respond(send, status, headers, body)
+        self._log_end(method, path, status)
+
+    def _log_end(self, method: str, path: str, outcome: int | str) -> None:
+        """The access log's second line for a request: its status, or why there is none."""
         if self.options.access_log:
-            access_log.info("%s %s %d", method, path, status)
+            access_log.info("%s %s %s", method, path, outcome)
 
     async def _dispatch(
         self, scope: dict[str, Any], receive: Receive, method: str, path: str, record: RequestRecord
