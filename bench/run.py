@@ -1,4 +1,4 @@
-"""The benchmark of issue 4, in one command: pyserving against the in-process limit and a
+"""The benchmark, in one command: pyserving against the in-process limit and a
 naive Flask server, for seed 004's 156k-parameter MNIST CNN and for half_plus_two.
 
     python bench/run.py                 # ~16 minutes; writes bench/RESULTS.md

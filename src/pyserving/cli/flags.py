@@ -46,10 +46,10 @@ def _int(text: str) -> int:
     return int(text.strip())
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # issue 5
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _log_level(text: str) -> str:  # issue 5: a typo is a flag error, not silently INFO
+def _log_level(text: str) -> str:  # a typo is a flag error, not silently INFO
     level = text.strip().upper()
     level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
     if level not in LOG_LEVELS:
@@ -133,7 +133,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("access_log", _bool, False, "pyserving: log one line when each REST request starts and ends"),
     Flag("log_level", _log_level, "INFO",
          "pyserving: DEBUG, INFO, WARNING, ERROR or CRITICAL; also sets TF_CPP_MIN_LOG_LEVEL unless it is set"),
-    Flag("max_in_flight_requests_per_model", _int, 0,  # issue 5
+    Flag("max_in_flight_requests_per_model", _int, 0,
          "pyserving: requests one model may have in flight before new ones get RESOURCE_EXHAUSTED / "
          "HTTP 429 with Retry-After (0: no bound, TF Serving's behaviour)"),
     Flag("max_request_tensor_bytes", _int, 512 << 20,

@@ -18,7 +18,7 @@ __all__ = ["PLATFORMS", "create_loader", "is_known_platform", "select_platform"]
 
 PLATFORMS: dict[str, str] = {
     "tensorflow": "pyserving.platforms.tensorflow.saved_model:SavedModelLoader",
-    "tflite": "pyserving.platforms.tflite.loader:TfLiteLoader",  # issue 5 (extra: tflite)
+    "tflite": "pyserving.platforms.tflite.loader:TfLiteLoader",
 }
 
 
@@ -30,7 +30,7 @@ def create_loader(platform: str, export_dir: str, **options: Any) -> Any:
     """A loader for one version folder (nothing is loaded until `load()`).
 
     `options` are the server-wide loader options; each loader gets those its constructor
-    names (issue 5: `select_platform` may turn "tensorflow" into "tflite" first)."""
+    names (`select_platform` may turn "tensorflow" into "tflite" first)."""
     platform = select_platform(platform, export_dir, bool(options.get("prefer_tflite_model")))
     target = PLATFORMS.get(platform)
     if target is None:
@@ -46,7 +46,7 @@ def create_loader(platform: str, export_dir: str, **options: Any) -> Any:
     return cls(export_dir, **_accepted_options(cls, options))
 
 
-# --- issue 5: TFLite selection (--prefer_tflite_model) and per-loader options ----------
+# TFLite selection (--prefer_tflite_model) and per-loader options
 TFLITE_MODEL_FILENAME = "model.tflite"
 _SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -78,4 +78,3 @@ def _accepted_names(cls: type) -> frozenset[str] | None:
 def _accepted_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     names = _accepted_names(cls)
     return dict(options) if names is None else {k: v for k, v in options.items() if k in names}
-# --- end issue 5 --------------------------------------------------------------------------

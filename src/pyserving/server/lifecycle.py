@@ -6,7 +6,7 @@ waits for it within its deadline. The initial load failing prints
 SIGTERM/SIGINT stops accepting, lets requests in flight finish (at most
 `--shutdown_grace_seconds`), unloads every model and exits 0; a second one exits at once.
 
-Drain in detail (issue 5): at the first signal readiness turns false (`/readyz` 503, gRPC
+Drain in detail: at the first signal readiness turns false (`/readyz` 503, gRPC
 health NOT_SERVING) and every new request is refused by the `RequestGate`: REST answers
 503 `{"error": ...}`, gRPC UNAVAILABLE. The REST listener stays open meanwhile, so a new
 connection gets that clean 503 rather than a reset, and every REST response sent during
@@ -73,7 +73,7 @@ class StartupError(Exception):
         self.exit_code = exit_code
 
 
-# issue 4: uvicorn stops reading a request body every 64 KiB until the app has taken it
+# Uvicorn stops reading a request body every 64 KiB until the app has taken it
 # (flow control, with no setting for the limit): a 79 MB body took ~310 pause/resume round
 # trips, 0.20 s here; with 1 MiB, 0.12 s. The buffer per connection stays bounded.
 _BODY_READ_BUFFER = 1 << 20
@@ -86,7 +86,7 @@ except (ImportError, AttributeError):  # pragma: no cover - another uvicorn layo
 
 
 def _freeze_after_load(event: ServableState) -> None:
-    """issue 4: a version loaded while serving (new version, reload, new model) is kept out
+    """A version loaded while serving (new version, reload, new model) is kept out
     of the cyclic GC like the initial ones (see the `gc.freeze()` once ready)."""
     if event.state == ManagerState.AVAILABLE:
         gc.freeze()
@@ -201,7 +201,7 @@ async def _poll_config_file(core: ServerCore, path: str, every: float, last_text
             log.exception("Model config file %s not applied", path)
 
 
-# ---- issue 5: log level, monitoring config, drain ---------------------------------------
+# Log level, monitoring config, drain
 def _prometheus_exporter(options: Any, metrics: ServingMetrics) -> tuple[str, PrometheusExporter] | None:
     """(path, handler) from --monitoring_config_file, None when off; StartupError if unreadable."""
     if not options.monitoring_config_file:
@@ -268,7 +268,6 @@ async def _drain(gate: RequestGate, health: Health, servers: list[tuple[str, Any
             server.should_exit = True
         elif name == "grpc":
             await server.stop(remaining)
-# ---- end issue 5 -------------------------------------------------------------------------
 
 
 async def serve(options: Any) -> int:
@@ -277,20 +276,19 @@ async def serve(options: Any) -> int:
         raise StartupError(
             "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
         )
-    # ---- issue 4: batching flags + TF_ENABLE_BATCHING / TF_BATCH_TIMEOUT_MICROS ----
+    # Batching flags + TF_ENABLE_BATCHING / TF_BATCH_TIMEOUT_MICROS
     from pyserving.batching import BatchingConfigError, batching_config_from_server_options, start_batching
 
     try:
         batching_config = batching_config_from_server_options(options)
     except BatchingConfigError as exc:
         raise StartupError(str(exc)) from None
-    # ---- end issue 4 ----
     models = build_model_configs(options)
     loader_options: dict[str, Any] = {"tags": tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())}
     session_config = _session_config(options)
     if session_config is not None:
         loader_options["session_config"] = session_config
-    # ---- issue 5: warmup and TFLite flags (each loader takes the ones it names) ----
+    # Warmup and TFLite flags (each loader takes the ones it names)
     loader_options.update(
         enable_model_warmup=options.enable_model_warmup,
         num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
@@ -300,7 +298,6 @@ async def serve(options: Any) -> int:
     )
     # Warmup metrics hook: loader_options["on_warmup"] = callback(model_path, status,
     # latency_us, records) (see platforms/tensorflow/warmup.py).
-    # ---- end issue 5 (warmup, TFLite) ----
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -320,7 +317,7 @@ async def serve(options: Any) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    batching = start_batching(batching_config) if batching_config is not None else None  # issue 4
+    batching = start_batching(batching_config) if batching_config is not None else None
     core = ServerCore(
         CoreOptions(
             file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
@@ -332,16 +329,16 @@ async def serve(options: Any) -> int:
             load_timeout_seconds=options.load_timeout_seconds,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
             loader_options=loader_options,
-            loader_wrapper=batching.wrap_loader if batching is not None else None,  # issue 4
+            loader_wrapper=batching.wrap_loader if batching is not None else None,
         )
     )
-    # ---- issue 5: metrics, admission (drain, backpressure), health ----
+    # Metrics, admission (drain, backpressure), health
     from prometheus_client import CollectorRegistry
 
     metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
     core.bus.subscribe(metrics.on_servable_state)
     metrics.bind_configured(core.is_configured)
-    core.bus.subscribe(_freeze_after_load)  # issue 4
+    core.bus.subscribe(_freeze_after_load)
     gate = RequestGate(options.max_in_flight_requests_per_model)
     health = Health(core, gate)
     metrics.bind_in_flight(lambda: {**dict.fromkeys(core.models, 0), **gate.in_flight()})
@@ -354,8 +351,7 @@ async def serve(options: Any) -> int:
     # warmup metrics (TF Serving's model_warmup_latency / _records_read); read at each load
     loader_options["on_warmup"] = lambda path, status, latency_us, records: metrics.record_warmup(
         path, status, latency_us / 1e6, records)
-    # ---- end issue 5 ----
-    if batching is not None:  # issue 4: batching metrics (TF's batching_session/* and ours)
+    if batching is not None:  # batching metrics (TF's batching_session/* and ours)
         from pyserving.batching import MetricsObserver
 
         pool = batching.scheduler.thread_pool_name
@@ -379,8 +375,8 @@ async def serve(options: Any) -> int:
                         access_log=options.access_log,
                     ),
                 )
-                app.extra_routes.update(health.routes())  # issue 5: /healthz, /readyz
-                if prometheus is not None:  # issue 5
+                app.extra_routes.update(health.routes())  # /healthz, /readyz
+                if prometheus is not None:
                     app.extra_routes[prometheus[0]] = prometheus[1]
                 config = uvicorn.Config(
                     app, lifespan="off", access_log=False, log_config=None,
@@ -398,7 +394,7 @@ async def serve(options: Any) -> int:
                 servers.append(("rest", server, task))
                 log.info("Exporting HTTP/REST API at:localhost:%d ...", options.rest_api_port)
 
-        # gRPC front end (api/grpc, issue 3): bound now, drained via should_exit like REST.
+        # gRPC front end (api/grpc): bound now, drained via should_exit like REST.
         from pyserving.api.grpc.server import GrpcFrontEnd
 
         grpc_front = await GrpcFrontEnd.start(options, service, metric_value=metrics.value)
@@ -407,7 +403,7 @@ async def serve(options: Any) -> int:
         rest_started = any(name == "rest" for name, _, _ in servers)
         log.info("%s", listening_summary(options, rest_started, prometheus[0] if prometheus else None))
 
-        async def report_health(ready: bool) -> None:  # issue 5: gRPC health follows readiness
+        async def report_health(ready: bool) -> None:  # gRPC health follows readiness
             if grpc_front is not None:
                 await grpc_front.set_health(ready)
 
@@ -422,10 +418,10 @@ async def serve(options: Any) -> int:
                 load.result()
             except ServingError as err:
                 raise StartupError(f"Failed to start server. Error: {err}") from None
-            health.mark_started()  # issue 5: ready (and gRPC SERVING) before the ready line
+            health.mark_started()  # ready (and gRPC SERVING) before the ready line
             await report_health(health.readiness()[0])
             log.info("%s (%s)", READY_MESSAGE, ", ".join(sorted(core.models)))
-            # issue 4: keep the loaded models' objects out of the cyclic GC; a full collection
+            # Keep the loaded models' objects out of the cyclic GC; a full collection
             # with TF loaded costs ~170 ms and was the p99 of every request (bench/RESULTS.md).
             gc.freeze()
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
@@ -437,7 +433,7 @@ async def serve(options: Any) -> int:
             await stopper
         else:
             load.cancel()
-        await _drain(gate, health, servers, options.shutdown_grace_seconds)  # issue 5
+        await _drain(gate, health, servers, options.shutdown_grace_seconds)
         return 0
     finally:
         for name, server, task in servers:
@@ -452,7 +448,7 @@ async def serve(options: Any) -> int:
         grace = options.shutdown_grace_seconds
         left = grace if stopping_since is None else grace - (time.monotonic() - stopping_since)
         settled = await core.stop(timeout=max(1.0, left))
-        if batching is not None:  # issue 4: queues are closed by the unloads; end the threads
+        if batching is not None:  # queues are closed by the unloads; end the threads
             await asyncio.to_thread(batching.stop, None if settled else 1.0)
         if not settled:
             global _threads_left_behind

@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from pyserving.batching.batching_servable import BatchingServable  # issue 4
+from pyserving.batching.batching_servable import BatchingServable
 from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
@@ -85,11 +85,11 @@ def _signature(servable: Any, name: str, api: Api, method: str) -> Signature:
                 Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found in signature def'
             )
         raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
-    note_signature(sig.name)  # issue 5: metrics label
+    note_signature(sig.name)  # metrics label
     return sig
 
 
-# ---- issue 5: request admission (graceful drain, per-model backpressure) -----------------
+# Request admission (graceful drain, per-model backpressure)
 class RequestGate:
     """Admission control both front ends apply to every request; loop-only, no locks.
 
@@ -147,7 +147,6 @@ class RequestGate:
             return True
         except asyncio.TimeoutError:
             return False
-# ---- end issue 5 -------------------------------------------------------------------------
 
 
 class PredictionService:
@@ -156,8 +155,8 @@ class PredictionService:
         core: ServerCore,
         executor: concurrent.futures.Executor | None = None,
         *,
-        metrics: ServingMetrics | None = None,  # issue 5
-        gate: RequestGate | None = None,  # issue 5
+        metrics: ServingMetrics | None = None,
+        gate: RequestGate | None = None,
         budget: MemoryBudget | None = None,
     ) -> None:
         self.core = core
@@ -165,8 +164,8 @@ class PredictionService:
         # the end of the work, which `run_in_executor`'s future does not expose.
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="inference")
-        self.metrics = metrics if metrics is not None else ServingMetrics()  # issue 5
-        self.gate = gate if gate is not None else RequestGate()  # issue 5
+        self.metrics = metrics if metrics is not None else ServingMetrics()
+        self.gate = gate if gate is not None else RequestGate()
         self.budget = budget if budget is not None else MemoryBudget()
 
     async def _handle(self, spec: ModelSpec, deadline: float | None) -> ServableHandle:
@@ -174,7 +173,7 @@ class PredictionService:
             raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         handle = await self.core.get_handle(spec.name, spec.version, spec.label, deadline=deadline,
                                             owner=current_request.get())
-        note_version(handle.id.version)  # issue 5: metrics label
+        note_version(handle.id.version)  # metrics label
         return handle
 
     async def _run(self, handle: ServableHandle, fn: Callable[[], T], deadline: float | None,
@@ -226,7 +225,7 @@ class PredictionService:
 
     def _run_model(self, servable: Any, model: str, api: str, sig: Signature, inputs: Mapping[str, Any],
                    output_filter: Sequence[str], deadline: float | None) -> dict[str, np.ndarray]:
-        """issue 5: run unless the deadline has passed (DEADLINE_EXCEEDED, not run), bounded
+        """Run unless the deadline has passed (DEADLINE_EXCEEDED, not run), bounded
         by what is left of it; TF Serving's `runtime_latency` times successful runs."""
         timeout_ms = self._timeout_ms(deadline)
         start = time.perf_counter()
@@ -244,7 +243,7 @@ class PredictionService:
         deadline: float | None = None,
         api: Api = "rest",
         encode: Callable[[PredictResult], T] | None = None,
-        small: bool = False,  # issue 4
+        small: bool = False,
         claim: Claim | None = None,
     ) -> PredictResult | T:
         """Run a signature. `decode(signature)` builds the inputs; `encode`, if given,
@@ -257,7 +256,7 @@ class PredictionService:
         try:
             servable = handle.servable
             sig = _signature(servable, spec.signature_name, api, "predict")
-            # ---- issue 4: batched fast path (one thread hop: the batch thread) ----
+            # Batched fast path (one thread hop: the batch thread)
             if small and isinstance(servable, BatchingServable):
                 self._timeout_ms(deadline)
                 inputs = decode(sig)
@@ -267,10 +266,9 @@ class PredictionService:
                 _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result
-            # ---- end issue 4 ----
 
             def work() -> PredictResult | T:
-                self._timeout_ms(deadline)  # issue 5: expired while queued -> not decoded, not run
+                self._timeout_ms(deadline)  # expired while queued -> not decoded, not run
                 inputs = decode(sig)
                 outputs = self._run_model(servable, handle.id.name, "Predict", sig, inputs, output_filter, deadline)
                 if deadline is not None and time.monotonic() > deadline:  # answered already
@@ -294,14 +292,14 @@ class PredictionService:
             sig = _signature(servable, spec.signature_name, "grpc", "classify")
 
             def work() -> ClassifyResult:
-                self._timeout_ms(deadline)  # issue 5: expired while queued -> not run
+                self._timeout_ms(deadline)  # expired while queued -> not run
                 serialized = examples()
-                self.metrics.observe_examples(handle.id.name, len(serialized))  # issue 5
-                input_alias = classify_input(sig)  # issue 5 (warmup): shared with warmup.py
-                out = self._run_model(  # issue 5: runtime metric
+                self.metrics.observe_examples(handle.id.name, len(serialized))
+                input_alias = classify_input(sig)  # shared with warmup.py
+                out = self._run_model(  # runtime metric
                     servable, handle.id.name, "Classify", sig, {input_alias: _string_tensor(serialized)}, (), deadline
                 )
-                result = classification_rows(out, len(serialized))  # issue 5 (warmup): shared
+                result = classification_rows(out, len(serialized))  # shared
                 return ClassifyResult(handle.id.name, handle.id.version, sig.name, result)
 
             return await self._run(handle, work, deadline)
@@ -317,15 +315,15 @@ class PredictionService:
             sig = _signature(servable, spec.signature_name, "grpc", "regress")
 
             def work() -> RegressResult:
-                self._timeout_ms(deadline)  # issue 5: expired while queued -> not run
+                self._timeout_ms(deadline)  # expired while queued -> not run
                 serialized = examples()
-                self.metrics.observe_examples(handle.id.name, len(serialized))  # issue 5
-                input_alias = regress_input(sig)  # issue 5 (warmup): shared with warmup.py
-                out = self._run_model(  # issue 5: runtime metric
+                self.metrics.observe_examples(handle.id.name, len(serialized))
+                input_alias = regress_input(sig)  # shared with warmup.py
+                out = self._run_model(  # runtime metric
                     servable, handle.id.name, "Regress", sig, {input_alias: _string_tensor(serialized)},
                     ("outputs",), deadline,
                 )
-                values = regression_values(out, len(serialized))  # issue 5 (warmup): shared
+                values = regression_values(out, len(serialized))  # shared
                 return RegressResult(handle.id.name, handle.id.version, sig.name, values)
 
             return await self._run(handle, work, deadline)
@@ -368,7 +366,7 @@ def _string_tensor(values: list[bytes]) -> np.ndarray:
     return arr
 
 
-# ---- issue 5 (warmup): classify / regress semantics, shared with platforms/tensorflow/warmup.py
+# Classify / regress semantics, shared with platforms/tensorflow/warmup.py
 def find_signature(servable: Any, name: str, method: str) -> Signature:
     """The signature a gRPC Predict/Classify/Regress names ("" = serving_default), with
     that API's not-found errors."""
@@ -432,4 +430,3 @@ def regression_values(out: Mapping[str, Any], n: int) -> list[float]:
 def string_tensor(values: list[bytes]) -> np.ndarray:
     """A 1-D object array of serialized examples (the examples input's feed)."""
     return _string_tensor(values)
-# ---- end issue 5 (warmup) ----------------------------------------------------------------

@@ -47,7 +47,7 @@ class CoreOptions:
     load_timeout_seconds: float = 0.0
     allow_version_labels_for_unavailable_models: bool = False
     loader_options: dict[str, Any] = field(default_factory=dict)
-    # issue 4 (batching): applied to every new loader, (loader, ServableId, export_dir) -> loader.
+    # Batching: applied to every new loader, (loader, ServableId, export_dir) -> loader.
     loader_wrapper: Callable[[Any, ServableId, str], Any] | None = None
 
 
@@ -146,7 +146,7 @@ class ServerCore:
             try:
                 assert model is not None
                 loader = create_loader(model.platform, path, **self.options.loader_options)
-                if self.options.loader_wrapper is not None:  # issue 4: batching
+                if self.options.loader_wrapper is not None:  # batching
                     loader = self.options.loader_wrapper(loader, sid, path)
                 data.append(ServableData(sid, loader))
             except ServingError as err:
@@ -378,7 +378,7 @@ class ServerCore:
                     raise
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise ServingError(  # issue 5: a request past its deadline is not run
+                raise ServingError(  # a request past its deadline is not run
                     Code.DEADLINE_EXCEEDED,
                     f"Servable {request} is still loading; not available before the request deadline",
                 )

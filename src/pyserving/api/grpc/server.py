@@ -212,7 +212,7 @@ class GrpcFrontEnd:
             _bind(server, f"unix:{socket_path}", credentials)
         await server.start()
         front = cls(server, health_servicer, profiler, options.shutdown_grace_seconds, socket_path)
-        await front.set_health(False)  # issue 5: the lifecycle reports readiness
+        await front.set_health(False)  # the lifecycle reports readiness
         if credentials is not None:
             log.info("Using SSL credentials")
         if profiler is not None:

@@ -39,7 +39,7 @@ from tensorflow_serving.apis import (
 from pyserving.api.grpc.status import to_grpc_status, truncate
 from pyserving.api.grpc.tensor_codec import decode_inputs, encode_outputs
 from pyserving.errors import Code, ServingError
-from pyserving.monitoring.metrics import ServingMetrics, current_request  # issue 5
+from pyserving.monitoring.metrics import ServingMetrics, current_request
 from pyserving.platforms.base import Signature
 from pyserving.server.model_config import to_model_configs
 from pyserving.server.prediction_service import (
@@ -73,7 +73,7 @@ Response = TypeVar("Response")
 Method = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
-# ---- issue 5: per-method metrics labels and admission ------------------------------------
+# Per-method metrics labels and admission
 # method -> (our `api` label, TF Serving's `API` label or None when TF Serving does not count
 # it, bounded by --max_in_flight_requests_per_model)
 _METHODS: dict[str, tuple[str, str | None, bool]] = {
@@ -105,13 +105,12 @@ def _model_name(request: Any) -> str:
         return request.model_spec.name
     tasks = getattr(request, "tasks", None)
     return tasks[0].model_spec.name if tasks else ""
-# ---- end issue 5 -------------------------------------------------------------------------
 
 
 def rpc(method: Method) -> Method:
     """Run a servicer method; map `ServingError` and unexpected exceptions to a status.
 
-    Also (issue 5), on a servicer whose `_service` is a `PredictionService`, admits the
+    Also, on a servicer whose `_service` is a `PredictionService`, admits the
     call through its `RequestGate` (UNAVAILABLE while draining, RESOURCE_EXHAUSTED past the
     per-model bound) and records its metrics.
     """
@@ -237,7 +236,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             deadline=deadline_of(context),
             api="grpc",
             encode=encode,
-            small=request.ByteSize() <= _SMALL_REQUEST_BYTES,  # issue 4: batched fast path
+            small=request.ByteSize() <= _SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
 

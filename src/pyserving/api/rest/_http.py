@@ -8,7 +8,7 @@ costs at most that much memory; a head not complete within `read_timeout_seconds
 first byte, or a body that sends nothing for that long, answers 408 and closes (idle
 keep-alive connections are uvicorn's `timeout_keep_alive`).
 
-issue 4: uvicorn writes the status line and headers to the transport at
+uvicorn writes the status line and headers to the transport at
 `http.response.start` and the body at `http.response.body`. uvloop's transport writes
 at once when its buffer is empty, so every response cost two `send` calls and two TCP
 segments; on loopback the sending CPU also runs the receiving side of each segment.

@@ -24,7 +24,7 @@ from pyserving.api.rest import json_codec
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
 from pyserving.errors import Code, RequestTooLargeError, ServingError
-from pyserving.monitoring.metrics import RequestRecord, current_request  # issue 5
+from pyserving.monitoring.metrics import RequestRecord, current_request
 from pyserving.server.budget import Claim
 from pyserving.server.prediction_service import ModelSpec, PredictionService
 
@@ -44,8 +44,8 @@ _MODEL_PATH = re.compile(
 _V1 = re.compile(r"/v1/", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
 _INLINE_PARSE_LIMIT = 256 * 1024
-_SMALL_REQUEST_BYTES = 64 * 1024  # issue 4: decoded/encoded on the loop when batched
-# issue 4: a body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
+_SMALL_REQUEST_BYTES = 64 * 1024  # decoded/encoded on the loop when batched
+# A body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
 _CHUNKED_BODY_BYTES = 1 << 20
 _INT64_MAX = 2**63 - 1
 _INFLATE_STEP_BYTES = 16 << 20
@@ -121,7 +121,7 @@ class RestApp:
             await _respond(send, 200 if ok else 400, headers, b"")
             self._log_end(method, path, 200 if ok else 400)
             return
-        # issue 5: every /v1 request is counted and timed (TF Serving's request_count covers
+        # Every /v1 request is counted and timed (TF Serving's request_count covers
         # status and metadata too); the record travels to the service in `current_request`.
         record = self.service.metrics.start("rest", "", "", tf_api="")
         token = current_request.set(record)
@@ -151,9 +151,9 @@ class RestApp:
             current_request.reset(token)
             self.service.metrics.finish(record, error)
         headers = self._headers
-        if status == 429:  # issue 5: backpressure; a client may retry after a second
+        if status == 429:  # backpressure; a client may retry after a second
             headers = [*headers, (b"retry-after", b"1")]
-        if self.service.gate.draining:  # issue 5: no new request on this connection
+        if self.service.gate.draining:  # no new request on this connection
             headers = [*headers, (b"connection", b"close")]
         await _respond(send, status, headers, body)
         self._log_end(method, path, status)
@@ -174,8 +174,8 @@ class RestApp:
         label = unquote(m["label"]) if m["label"] else None
         version = None if m["version"] is None else _parse_version(m["version"])
         verb, sub = m["verb"], m["sub"]
-        record.model = name  # issue 5: metrics labels
-        gate = self.service.gate  # issue 5: drain and backpressure
+        record.model = name  # metrics labels
+        gate = self.service.gate  # drain and backpressure
         if method == "GET" and verb is None:
             if sub is not None and sub.lower() != "metadata":
                 raise malformed
@@ -248,7 +248,7 @@ class RestApp:
             deadline=deadline,
             api="rest",
             encode=lambda r: json_codec.encode_predict(r.outputs, fmt, r.signature),
-            small=len(body) <= _SMALL_REQUEST_BYTES,  # issue 4: batched fast path
+            small=len(body) <= _SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
 
@@ -286,7 +286,7 @@ class RestApp:
         encoding = _header(scope, b"content-encoding")
         if encoding is not None and encoding.strip().lower() == b"gzip":
             return await asyncio.to_thread(_gunzip, b"".join(chunks), limit, claim)
-        if size > _CHUNKED_BODY_BYTES:  # issue 4: a big body is parsed from its chunks
+        if size > _CHUNKED_BODY_BYTES:  # a big body is parsed from its chunks
             return Chunks(chunks)
         return b"".join(chunks)
 

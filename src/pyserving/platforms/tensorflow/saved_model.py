@@ -54,7 +54,7 @@ from pyserving.platforms.tensorflow._validation import (
     shape_mismatch_message,
 )
 from pyserving.platforms.tensorflow._wire_order import KeyOrder, signature_key_order
-from pyserving.platforms.tensorflow.warmup import (  # issue 5
+from pyserving.platforms.tensorflow.warmup import (
     WarmupCallback,
     WarmupOptions,
     run_warmup,
@@ -90,11 +90,10 @@ class SavedModelLoader:
         export_dir: str,
         tags: Sequence[str] = DEFAULT_TAGS,
         session_config: config_pb2.ConfigProto | None = None,
-        # --- issue 5: model warmup (see warmup.py) ---
+        # Model warmup (see warmup.py)
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 0,
         on_warmup: WarmupCallback | None = None,
-        # --- end issue 5 ---
     ) -> None:
         """``session_config`` None means ``ConfigProto(allow_soft_placement=True)``, so
         exports pinned to a GPU device still load on a CPU-only host. The warmup arguments
@@ -103,7 +102,7 @@ class SavedModelLoader:
         self._tags = tuple(tags)
         self._session_config = session_config
         self._servable: TensorFlowServable | None = None
-        self._warmup = WarmupOptions.from_flags(  # issue 5: None when warmup is disabled
+        self._warmup = WarmupOptions.from_flags(  # None when warmup is disabled
             enable_model_warmup, num_request_iterations_for_warmup, on_warmup
         )
 
@@ -142,14 +141,13 @@ class SavedModelLoader:
                 Code.UNKNOWN,
                 f"Failed to load SavedModel at {export_dir}: {type(e).__name__}: {e}",
             ) from None
-        # --- issue 5: replay assets.extra/tf_serving_warmup_requests before AVAILABLE ---
+        # Replay assets.extra/tf_serving_warmup_requests before AVAILABLE
         if not self.defer_warmup:
             try:
                 self.warmup(self._servable)
             except BaseException:
                 self.unload()  # a failed warmup fails the load; nothing stays allocated
                 raise
-        # --- end issue 5 ---
 
     # Set by a loader that wraps this one's servable (batching) and replays the warmup
     # file through its wrapper instead, as TF Serving warms the batching session.
