@@ -81,9 +81,10 @@ def test_setup_commands_stay_first():
 
 
 def test_paths_named_in_the_docs_exist():
-    for doc in (README, DIGITS_README, REPO / "deploy" / "k8s" / "README.md"):
+    for doc in (README, DIGITS_README, REPO / "deploy" / "k8s" / "README.md", REPO / "docs" / "rest-json.md"):
         text = doc.read_text()
-        named = set(re.findall(r"`((?:docker|deploy|examples|src)/[\w./-]+|docker-compose\.yml|Dockerfile)`", text))
+        named = set(re.findall(r"`((?:bench|docker|deploy|docs|examples|src)/[\w./-]+|docker-compose\.yml|Dockerfile)`",
+                               text))
         for path in named:
             assert (REPO / path.rstrip("/")).exists(), f"{doc.name} names {path}"
 

@@ -1,8 +1,9 @@
 """The REST front end: an ASGI app serving TF Serving's `/v1/models/...` API.
 
 It only routes, decodes, delegates to `PredictionService` and encodes; JSON rules live
-in `json_codec`. Large bodies are parsed on a worker thread so the loop never blocks
-on them; model execution and tensor encoding run on the service's worker thread.
+in `request_json` (bodies in) and `response_json` (bodies out). Large bodies are parsed on
+a worker thread so the loop never blocks on them; model execution and tensor encoding run
+on the service's worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import unquote
 
 from google.protobuf import json_format
 
-from pyserving.api.rest import json_codec
+from pyserving.api.rest import request_json, response_json
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
 from pyserving.errors import Code, RequestTooLargeError, ServingError
@@ -131,10 +132,10 @@ class RestApp:
         except ServingError as err:
             error = err
             status = 413 if isinstance(err, RequestTooLargeError) else http_status(err.code)
-            body = json_codec.encode_error(err.message)
+            body = response_json.encode_error(err.message)
         except _BodyTooLarge:
             status = 413
-            body = json_codec.encode_error(
+            body = response_json.encode_error(
                 f"Request body exceeds the limit of {self.options.max_body_bytes} bytes "
                 "(--rest_api_max_body_bytes)"
             )
@@ -145,7 +146,7 @@ class RestApp:
             return
         except Exception as exc:  # never a traceback to the client
             log.exception("Internal error serving %s %s", method, path)
-            status, body = 500, json_codec.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
+            status, body = 500, response_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
             error = ServingError(Code.INTERNAL, body.decode())
         finally:
             current_request.reset(token)
@@ -208,7 +209,7 @@ class RestApp:
 
     def _status(self, name: str, version: int | None) -> bytes:
         statuses = self.service.status(name, version)
-        return json_codec.encode_status(
+        return response_json.encode_status(
             [(s.version, s.state.name, s.error_code.name, s.error_message) for s in statuses]
         )
 
@@ -222,16 +223,16 @@ class RestApp:
             as_dict = json_format.MessageToDict(
                 sigdefs, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
             )
-            cached = (sigdefs, json_codec.encode_metadata(name, resolved_version, as_dict))
+            cached = (sigdefs, response_json.encode_metadata(name, resolved_version, as_dict))
             self._metadata_cache[key] = cached
         return cached[1]
 
     async def _parse(self, body: bytes | Chunks, deadline: float) -> Any:
         if len(body) <= _INLINE_PARSE_LIMIT:
-            return json_codec.parse_body(body)
+            return request_json.parse_body(body)
         # The request is answered at its deadline even if parsing goes on (it holds no model).
         try:
-            return await asyncio.wait_for(asyncio.to_thread(json_codec.parse_body, body),
+            return await asyncio.wait_for(asyncio.to_thread(request_json.parse_body, body),
                                           deadline - time.monotonic())
         except asyncio.TimeoutError:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while parsing the request") from None
@@ -241,13 +242,13 @@ class RestApp:
         claim: Claim,
     ) -> bytes:
         doc = await self._parse(body, deadline)
-        signature_name, fmt, value = json_codec.parse_predict(doc)
+        signature_name, fmt, value = request_json.parse_predict(doc)
         return await self.service.predict(
             ModelSpec(name, version, label, signature_name),
-            lambda sig: json_codec.predict_inputs(fmt, value, sig),
+            lambda sig: request_json.predict_inputs(fmt, value, sig),
             deadline=deadline,
             api="rest",
-            encode=lambda r: json_codec.encode_predict(r.outputs, fmt, r.signature),
+            encode=lambda r: response_json.encode_predict(r.outputs, fmt, r.signature),
             small=len(body) <= _SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
@@ -256,13 +257,13 @@ class RestApp:
         self, verb: str, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float
     ) -> bytes:
         doc = await self._parse(body, deadline)
-        signature_name, examples = json_codec.parse_examples(doc, verb)
+        signature_name, examples = request_json.parse_examples(doc, verb)
         spec = ModelSpec(name, version, label, signature_name)
         if verb == "classify":
             result = await self.service.classify(spec, lambda: examples, deadline=deadline)
-            return json_codec.encode_classify(result.classifications)
+            return response_json.encode_classify(result.classifications)
         regressed = await self.service.regress(spec, lambda: examples, deadline=deadline)
-        return json_codec.encode_regress(regressed.values)
+        return response_json.encode_regress(regressed.values)
 
     async def _read_body(self, scope: dict[str, Any], receive: Receive, claim: Claim) -> bytes | Chunks:
         limit = self.options.max_body_bytes

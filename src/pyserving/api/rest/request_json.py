@@ -1,120 +1,18 @@
-"""TF Serving's REST JSON <-> numpy, byte-compatible with `tensorflow_model_server`.
+"""Request JSON -> inputs: TF Serving's REST request bodies parsed, checked and converted
+as `tensorflow_model_server` does, with its leniency and its error messages.
 
-Pure functions, no I/O, no TensorFlow (tf.Example protos are written directly).
+Pure functions, no I/O, no TensorFlow (tf.Example protos are written directly). The REST
+front end calls them in this order::
 
-API (the REST front end calls them in this order)::
-
-    doc = parse_body(body)                        # JSON Parse error: ...
-    signature_name, fmt, payload = parse_predict(doc)  # Is not object / signature_name type
+    doc = parse_body(body)
+    signature_name, fmt, payload = parse_predict(doc)
     # ... look the model and `signature_name` up ...
-    inputs = predict_inputs(fmt, payload, signature)   # everything else, see below
-    # ... run ...
-    body = encode_predict(outputs, fmt, signature)
+    inputs = predict_inputs(fmt, payload, signature)
 
     signature_name, examples = parse_examples(doc, "classify" | "regress")
-    encode_classify(results) / encode_regress(values)
-    encode_status(versions) / encode_metadata(name, version, signature_def_map_dict)
-    encode_error(message)
 
-- `parse_body(body: bytes) -> Any` -- orjson first; if it refuses, TF Serving's leniency
-  (`NaN`, `Infinity`, `-Infinity`, also RapidJSON's `Inf`/`-NaN`; a UTF-8 BOM; anything
-  after the first complete value is ignored) via Python's json scanner, and RapidJSON's
-  own error text and byte offset via a model of its parser (`_rapidjson.parse`). Errors:
-  INVALID_ARGUMENT `JSON Parse error: The document is empty` (empty body) or
-  `JSON Parse error: <reason> at offset: <n>`. A top-level object comes back as a dict
-  (subclass); a body whose `instances`/`inputs` value is a plain numeric array (nested: at
-  least 32 `[`, or a large body) keeps that array as numpy data (`_raw_array.RawArray`,
-  parsed by simdjson, no nested lists are built).
-- `parse_predict(doc) -> PredictRequest(signature_name, format, payload)`, a 3-tuple:
-  `signature_name` resolved (`serving_default` when absent or empty), `format` "row" /
-  "columnar" (None when the body has neither or both keys), `payload` a `PredictPayload`
-  (the JSON value of `instances`/`inputs` plus what `predict_inputs` needs). It raises
-  only what TF Serving checks before it looks the model up: body not an object,
-  `signature_name` not a string. The other request errors (neither/both keys,
-  `instances` not an array or empty) are TF Serving's too but come *after* the model and
-  signature lookup there (a request for an unknown model with a bad body gets 404, not
-  400), so `predict_inputs` raises them.
-- `predict_inputs(format, payload, signature) -> dict[alias, np.ndarray]`: row format
-  (`instances`, a batch dimension added) and columnar (`inputs`), TF Serving's rules and
-  messages (json_tensor.cc: FillTensorMapFromInstancesList / FillTensorMapFromInputsMap /
-  FillTensorProto / AddValueToTensor). Numeric tensors are converted by numpy in one call
-  and checked on the array (dtype kind, min/max); only if that fails does a slow pass
-  walk the values in TF's order to report TF's exact first error. DT_STRING inputs become
-  object arrays of bytes (`{"b64": ...}` decoded, plain strings UTF-8 encoded).
-- `encode_predict(outputs, format, signature) -> bytes`, `encode_classify(results)`,
-  `encode_regress(values)`, `encode_error(message)`: TF Serving's text, byte for byte.
-- `encode_status(versions)` and `encode_metadata(name, version, sigdef_map_dict)`: the
-  protobuf JSON printer's text (GetModelStatus / GetModelMetadata over REST).
-
-What TF Serving's source says (tensorflow/serving; RapidJSON 1.1.0 per `workspace.bzl`):
-
-- Layout (`util/json_tensor.cc`, RapidJSON `prettywriter.h`): every response is written
-  by `PrettyWriter` (4-space indent, `"key": value`, a non-empty container's closing
-  bracket on its own line, empty containers `[]`/`{}`, no trailing newline).
-  Row format (`MakeRowFormatJsonFromTensors`) switches on `kFormatSingleLineArray` while
-  writing each row, so all row values are on one line with `, ` separators and only the
-  `predictions` array's closing bracket goes on a new line:
-  `{\\n    "predictions": [[0, 0, 1, 2]\\n    ]\\n}`; with several outputs each row is an
-  object on its own lines (`\\n        {\\n            "a": [1.0, 2.0],\\n ...}`).
-  Columnar format (`MakeColumnarFormatJsonFromTensors`) never sets that option: every
-  array element is on its own line, indented by nesting level
-  (`{\\n    "outputs": [\\n        3.5,\\n        4.0\\n    ]\\n}`). Objects are always
-  multi-line, so `{"b64": ...}` values are too, even inside single-line arrays.
-  Classify: one single-line list per example, the `results` array closes on a new line;
-  Regress: the whole `results` array on one line (`{\\n    "results": [42.0]\\n}`).
-  Errors: `{\\n    "error": "<message>"\\n}` (`MakeJsonFromStatus`). Strings are escaped as
-  RapidJSON's Writer does: `"`, `\\` and control characters only (`\\u00XX` upper-case),
-  `/` and non-ASCII kept.
-- Numbers (`WriteDecimal`): `%g` (absl StrCat, 6 digits), re-printed with `%.9g`/`%.17g`
-  if `SimpleAtof`/`SimpleAtod` of that text differs from the value, `.0` appended if the
-  text has no `.` and no `e`; NaN/Infinity/-Infinity raw. Integers with `Int`/`Int64`/
-  `Uint64` (plain, full width), bools `true`/`false`. DT_HALF/DT_BFLOAT16 outputs fail in
-  TF (`Failed to write JSON value for tensor type: half`); here they are written as
-  float32 values. Complex outputs fail as in TF.
-- Messages quoting JSON (`JsonValueToDebugString`) use the same PrettyWriter with
-  single-line arrays, stopped once 256 bytes are written (and at a NaN/Inf, which the
-  writer refuses), so they can contain newlines. Errors of one `instances` element are
-  wrapped as `Failed to process element: <i> of 'instances' list. Error: <CODE>: <msg>`
-  (`Status::ToString`, absl style).
-- Parsing (`ParseJson`): `kParseIterativeFlag | kParseNanAndInfFlag |
-  kParseStopWhenDoneFlag` on a MemoryStream (a UTF-8 BOM is skipped; a NUL byte ends the
-  input). RapidJSON's non-full-precision number parser can be 1 ulp off for 17-digit
-  doubles; here numbers are parsed correctly rounded. Duplicate object keys are
-  unspecified (RapidJSON's FindMember takes the first, orjson keeps the last).
-- Model status / metadata (`model_servers/http_rest_api_util.cc: ToJsonString`):
-  `MessageToJsonString` with `add_whitespace` (1-space indent per level, `"key": value`,
-  a newline after the top-level `}`) and `always_print_fields_with_no_presence`. Metadata
-  is hand-concatenated around two such texts -- `{\\n"model_spec":<json>,\\n"metadata":
-  {"signature_def": <json>}\\n}\\n`, each inner text ending in its own newline. Field
-  order is the old (ESF) printer's, which TF Serving's own fixtures show: fields in
-  declaration order with a set oneof member last (`name, signature_name, version`;
-  TensorInfo `dtype, tensor_shape, name`). Protobuf's escaping differs from RapidJSON's
-  (`\\u00xx` lower-case, also `<`, `>`, U+2028... escaped; `_protojson.quote`).
-- Classify/Regress (`FillClassifyRegressRequestFromJson`): the missing-`examples` message
-  says "When method is classify" for regress too. With `context`, TF Serving builds an
-  ExampleListWithContext and feeds each example as the serialized context bytes followed
-  by the serialized example bytes (`servables/tensorflow/util.cc:
-  InputToSerializedExampleTensor`), i.e. a protobuf merge in which the example's
-  features replace the context's ones of the same name; `parse_examples` returns exactly
-  those byte strings.
-
-Known differences (all deliberate or unobservable in practice):
-- Output key order inside multi-output objects is the order of the `outputs` mapping
-  (TF: protobuf map order, unspecified).
-- Doubles quoted in error messages are printed from correctly parsed values with the
-  shortest digits; RapidJSON's own parse/Grisu2 can differ in the last digits for
-  16-17-digit numbers and integers beyond 64 bits.
-- Non-UTF-8 bytes in a plain (non-`_bytes`) DT_STRING output become U+FFFD, so the body
-  stays valid JSON (TF writes the raw bytes). DT_HALF/DT_BFLOAT16 outputs are written.
-- A row-format request for a multi-input signature whose first instance is a
-  `{"b64": ...}` object gets the plain-list error here; TF feeds only one input and fails
-  later in the session.
-
-Performance (bench/json_codec_bench.py, 2 cores, a slow day): 10,000 MNIST images as row
-format, parse + convert to a float32 array -- full-precision floats (167 MB): 0.42 s (orjson
-+ np.asarray: 5.5 s, 2.4 s with the GC paused); rounded to 4 decimals (70 MB): 0.26 s
-(5.8 s / 2.6 s). One 28x28x1 image: ~28 us (orjson + np.asarray ~200 us). Encoding a
-10000x10 float32 output: ~38 ms; ten floats: ~16 us.
+The rules, where in TF Serving's source they come from, and the known differences:
+docs/rest-json.md. Responses are written by `response_json`.
 """
 
 from __future__ import annotations
@@ -124,22 +22,21 @@ import json
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import orjson
 
-from pyserving.api.rest import _protojson, _rapidjson, _writer
+from pyserving.api.rest import _rapidjson
 from pyserving.api.rest._example import serialize_example
-from pyserving.api.rest._rapidjson import debug_string, is_double, json_type, quote
+from pyserving.api.rest._rapidjson import debug_string, is_double, json_type
 from pyserving.api.rest._raw_array import Chunks, RawArray, gc_paused, try_parse
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import Signature, TensorSpec
 
 __all__ = [
     "PredictRequest", "PredictPayload", "parse_body", "parse_predict", "predict_inputs",
-    "encode_predict", "encode_error", "parse_examples", "encode_classify", "encode_regress",
-    "encode_status", "encode_metadata",
+    "parse_examples",
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -673,121 +570,6 @@ def _decode_b64_object(v: Any) -> bytes:
     return data
 
 
-# --------------------------------------------------------------------------- responses
-
-
-_FLOAT_OUTPUT_NAMES = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
-                       "float8_e5m2fnuz", "float8_e4m3b11fnuz", "float8_e3m4", "float8_e4m3",
-                       "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn"}
-
-
-def _tokens(name: str, arr: np.ndarray, spec: TensorSpec | None, depth: int) -> list[str]:
-    dt = arr.dtype
-    k = dt.kind
-    if k == "f" or dt.name in _FLOAT_OUTPUT_NAMES:
-        return _writer.float_tokens(arr.astype(np.float64) if dt == np.float64 else arr.astype(np.float32),
-                                    dt == np.float64)
-    if k in "iu":
-        return _writer.int_tokens(arr)
-    if k == "b":
-        return _writer.bool_tokens(arr)
-    if k in "OSU":
-        return _writer.string_tokens(arr, name.endswith("_bytes"), depth)
-    if k == "V" and dt.name in ("int4", "uint4", "int2", "uint2"):
-        return _writer.int_tokens(arr.astype(np.int64))
-    type_name = _tf_type_name(spec.dtype) if spec is not None else dt.name
-    if k == "c":
-        type_name = dt.name
-    raise _invalid(f"Failed to write JSON value for tensor type: {type_name}")
-
-
-def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str | None, signature: Signature | None = None) -> bytes:
-    """`{"predictions": ...}` (row) or `{"outputs": ...}` (columnar), TF Serving's text."""
-    if not outputs:
-        raise _invalid("Cannot convert empty tensor map to JSON")
-    specs: Mapping[str, TensorSpec] = signature.outputs if signature is not None else {}
-    items = [(name, np.asarray(arr)) for name, arr in outputs.items()]
-    if fmt == "row":
-        text = _row_json(items, specs)
-    elif fmt == "columnar":
-        text = _columnar_json(items, specs)
-    else:
-        raise _invalid("Invalid request format")
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _row_json(items: list[tuple[str, np.ndarray]], specs: Mapping[str, TensorSpec]) -> str:
-    batch = -1
-    for name, arr in items:
-        if arr.ndim == 0:
-            raise _invalid(f"Tensor name: {name} has no shape information ")
-        if batch >= 0 and arr.shape[0] != batch:
-            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
-        batch = arr.shape[0]
-    if batch == 0:
-        return '{\n    "predictions": []\n}'
-    if len(items) == 1:
-        name, arr = items[0]
-        tokens = _tokens(name, arr, specs.get(name), arr.ndim + 1)
-        text = _writer.layout(tokens, arr.shape, True, 0)
-        return '{\n    "predictions": ' + text[:-1] + "\n    ]\n}"
-    stride = 2 * len(items) + 2
-    pieces: list[str | None] = [None] * (batch * stride)
-    pieces[0::stride] = ["\n        {"] + [",\n        {"] * (batch - 1)
-    for j, (name, arr) in enumerate(items):
-        tokens = _tokens(name, arr, specs.get(name), arr.ndim + 2)
-        key = ("\n" if j == 0 else ",\n") + " " * 12 + quote(name) + ": "
-        pieces[1 + 2 * j::stride] = [key] * batch
-        pieces[2 + 2 * j::stride] = _writer.layout_rows(tokens, arr.shape)
-    pieces[stride - 1::stride] = ["\n        }"] * batch
-    return '{\n    "predictions": [' + "".join(pieces) + "\n    ]\n}"  # type: ignore[arg-type]
-
-
-def _columnar_json(items: list[tuple[str, np.ndarray]], specs: Mapping[str, TensorSpec]) -> str:
-    if len(items) == 1:
-        name, arr = items[0]
-        tokens = _tokens(name, arr, specs.get(name), 1 + arr.ndim)
-        return '{\n    "outputs": ' + _writer.layout(tokens, arr.shape, False, 1) + "\n}"
-    parts = []
-    for j, (name, arr) in enumerate(items):
-        tokens = _tokens(name, arr, specs.get(name), 2 + arr.ndim)
-        parts.append(("\n" if j == 0 else ",\n") + " " * 8 + quote(name) + ": "
-                     + _writer.layout(tokens, arr.shape, False, 2))
-    return '{\n    "outputs": {' + "".join(parts) + "\n    }\n}"
-
-
-def encode_error(message: str) -> bytes:
-    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return ('{\n    "error": ' + quote(text) + "\n}").encode("utf-8")
-
-
-def _label_text(label: str | bytes) -> str:
-    if isinstance(label, (bytes, bytearray, np.bytes_)):
-        return bytes(label).decode("utf-8", "replace")
-    return str(label)
-
-
-def encode_classify(results: Sequence[Sequence[tuple[str | bytes, float]]]) -> bytes:
-    """`{"results": [[["label", score], ...], ...]}` (MakeJsonFromClassificationResult)."""
-    if not results:
-        raise _invalid("Cannot convert empty ClassificationResults to JSON")
-    scores = np.array([s for classes in results for _, s in classes], dtype=np.float32)
-    tokens = iter(_writer.float_tokens(scores, False))
-    rows = []
-    for classes in results:
-        rows.append("[" + ", ".join("[" + quote(_label_text(label)) + ", " + next(tokens) + "]"
-                                    for label, _ in classes) + "]")
-    return ('{\n    "results": [' + ", ".join(rows) + "\n    ]\n}").encode("utf-8")
-
-
-def encode_regress(values: Iterable[float]) -> bytes:
-    """`{"results": [v1, v2, ...]}` (MakeJsonFromRegressionResult), values as float32."""
-    arr = np.asarray(list(values), dtype=np.float32)
-    if arr.size == 0:
-        raise _invalid("Cannot convert empty RegressionResults to JSON")
-    return ('{\n    "results": [' + ", ".join(_writer.float_tokens(arr, False)) + "]\n}").encode("utf-8")
-
-
 # --------------------------------------------------------------------------- classify / regress
 
 
@@ -856,26 +638,3 @@ def _feature_values(name: str, content: Any) -> tuple[str | None, list[Any]]:
                 raise _invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
             out.append(v)
     return kind, out
-
-
-# --------------------------------------------------------------------------- status / metadata
-
-
-def encode_status(versions: Iterable[tuple[int, str, str, str]]) -> bytes:
-    """GetModelStatusResponse as TF Serving's REST API prints it, versions in the order
-    given: (version, state name, error_code name, error_message)."""
-    doc = {"model_version_status": [
-        {"version": str(int(v)), "state": state,
-         "status": {"error_code": code, "error_message": message}}
-        for v, state, code, message in versions]}
-    return (_protojson.dumps(doc) + "\n").encode("utf-8")
-
-
-def encode_metadata(name: str, version: int, signature_def_map: Mapping[str, Any]) -> bytes:
-    """GetModelMetadataResponse as TF Serving hand-assembles it. `signature_def_map` is
-    `MessageToDict(SignatureDefMap, preserving_proto_field_name=True,
-    always_print_fields_with_no_presence=True)`."""
-    spec = _protojson.dumps({"name": name, "signature_name": "", "version": str(int(version))}) + "\n"
-    sigs = _protojson.dumps(_protojson.order_signature_def_map(signature_def_map)) + "\n"
-    text = "{\n" + '"model_spec":' + spec + ",\n" + '"metadata": {' + '"signature_def": ' + sigs + "}\n" + "}\n"
-    return text.encode("utf-8")

@@ -1,7 +1,7 @@
-"""REST JSON codec: TF Serving's parsing leniency and messages, row/columnar tensors and
-their errors, dtype rules, response text byte for byte, classify/regress, status and
-metadata. Expected texts were checked against RapidJSON 1.1.0 (what TF Serving links)
-and printf/strtof (what WriteDecimal does)."""
+"""REST JSON (`request_json`, `response_json`): TF Serving's parsing leniency and messages,
+row/columnar tensors and their errors, dtype rules, response text byte for byte,
+classify/regress, status and metadata. Expected texts were checked against RapidJSON 1.1.0
+(what TF Serving links) and printf/strtof (what WriteDecimal does)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from pyserving.api.rest import _protojson, _raw_array, json_codec
+from pyserving.api.rest import _protojson, _raw_array, _writer, request_json, response_json
 from pyserving.api.rest._rapidjson import debug_string
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import Signature, TensorSpec
@@ -39,8 +39,8 @@ def sig(inputs: dict[str, str] | None = None, outputs: dict[str, str] | None = N
 def predict(body: bytes | str | _raw_array.Chunks, signature: Signature | None = None) -> dict[str, np.ndarray]:
     if isinstance(body, str):
         body = body.encode()
-    name, fmt, payload = json_codec.parse_predict(json_codec.parse_body(body))
-    return json_codec.predict_inputs(fmt, payload, signature or sig())
+    name, fmt, payload = request_json.parse_predict(request_json.parse_body(body))
+    return request_json.predict_inputs(fmt, payload, signature or sig())
 
 
 def error(fn, *args) -> ServingError:
@@ -53,7 +53,7 @@ def error(fn, *args) -> ServingError:
 
 
 def test_empty_body_is_the_document_is_empty():
-    err = error(json_codec.parse_body, b"")
+    err = error(request_json.parse_body, b"")
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, "JSON Parse error: The document is empty")
 
 
@@ -85,24 +85,24 @@ def test_empty_body_is_the_document_is_empty():
     (b"[1,\x002]", "Invalid value. at offset: 3"),
 ])
 def test_parse_errors_match_rapidjson(body, reason):
-    err = error(json_codec.parse_body, body)
+    err = error(request_json.parse_body, body)
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, "JSON Parse error: " + reason)
 
 
 def test_nan_infinity_and_trailing_garbage_are_accepted():
-    doc = json_codec.parse_body(b'{"instances": [NaN, Infinity, -Infinity, Inf, -Inf, -NaN]} trailing garbage')
+    doc = request_json.parse_body(b'{"instances": [NaN, Infinity, -Infinity, Inf, -Inf, -NaN]} trailing garbage')
     v = doc["instances"]
     assert np.isnan(v[0]) and v[1] == np.inf and v[2] == -np.inf and v[3] == np.inf and v[4] == -np.inf
     assert np.isnan(v[5])
-    assert json_codec.parse_body(b"\xef\xbb\xbf[1]\x00[") == [1]  # BOM skipped, stops at the value
-    assert json_codec.parse_body(b'"\\ud83d\\ude00"') == "\U0001F600"
+    assert request_json.parse_body(b"\xef\xbb\xbf[1]\x00[") == [1]  # BOM skipped, stops at the value
+    assert request_json.parse_body(b'"\\ud83d\\ude00"') == "\U0001F600"
 
 
 def test_deeply_nested_documents_parse_without_recursion():
     body = b'{"instances": [1], "nested": ' + b"[" * 50000 + b"]" * 50000 + b"}"
     assert predict(body, sig({"x": "DT_INT32"}))["x"].tolist() == [1]
     body = b'{"signature_name": ' + b"[" * 50000 + b"]" * 50000 + b"}"
-    err = error(json_codec.parse_predict, json_codec.parse_body(body))
+    err = error(request_json.parse_predict, request_json.parse_body(body))
     assert err.message.endswith("not formatted correctly. 'signature_name' key must be a string value.")
 
 
@@ -110,9 +110,9 @@ def test_deeply_nested_documents_parse_without_recursion():
 
 
 def test_parse_predict_resolves_the_signature_name():
-    assert json_codec.parse_predict({"instances": [1]})[:2] == ("serving_default", "row")
-    assert json_codec.parse_predict({"instances": [1], "signature_name": ""})[0] == "serving_default"
-    assert json_codec.parse_predict({"inputs": [1], "signature_name": "foo"})[:2] == ("foo", "columnar")
+    assert request_json.parse_predict({"instances": [1]})[:2] == ("serving_default", "row")
+    assert request_json.parse_predict({"instances": [1], "signature_name": ""})[0] == "serving_default"
+    assert request_json.parse_predict({"inputs": [1], "signature_name": "foo"})[:2] == ("foo", "columnar")
 
 
 @pytest.mark.parametrize("body, message", [
@@ -123,7 +123,7 @@ def test_parse_predict_resolves_the_signature_name():
      "'signature_name' key must be a string value."),
 ])
 def test_parse_predict_errors(body, message):
-    err = error(json_codec.parse_predict, json_codec.parse_body(body))
+    err = error(request_json.parse_predict, request_json.parse_body(body))
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, message)
 
 
@@ -136,23 +136,23 @@ def test_parse_predict_errors(body, message):
     (b'{"instances": []}', "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
 ])
 def test_request_shape_errors_come_after_the_signature_lookup(body, message):
-    name, fmt, payload = json_codec.parse_predict(json_codec.parse_body(body))  # does not raise
-    err = error(json_codec.predict_inputs, fmt, payload, sig())
+    name, fmt, payload = request_json.parse_predict(request_json.parse_body(body))  # does not raise
+    err = error(request_json.predict_inputs, fmt, payload, sig())
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, message)
 
 
 def test_signature_without_inputs():
     empty = Signature("foo", "m", {}, {"y": spec("y")})
     for body, expected in ((b'{"instances": [1]}', "DEFAULT"), (b'{"instances": [1], "signature_name": "foo"}', "foo")):
-        name, fmt, payload = json_codec.parse_predict(json_codec.parse_body(body))
-        err = error(json_codec.predict_inputs, fmt, payload, empty)
+        name, fmt, payload = request_json.parse_predict(request_json.parse_body(body))
+        err = error(request_json.predict_inputs, fmt, payload, empty)
         assert err.message == f"Failed to get input map for signature: {expected}"
 
 
 def test_quoted_json_is_cut_after_256_bytes():
     body = b'{"instances": [' + b",".join(str(i).encode() for i in range(100)) + b'], "inputs": 1}'
-    name, fmt, payload = json_codec.parse_predict(json_codec.parse_body(body))
-    message = error(json_codec.predict_inputs, fmt, payload, sig()).message
+    name, fmt, payload = request_json.parse_predict(request_json.parse_body(body))
+    message = error(request_json.predict_inputs, fmt, payload, sig()).message
     assert message == ("JSON Value: {\n    \"instances\": [" + ", ".join(str(i) for i in range(62))
                        + " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")
 
@@ -327,8 +327,8 @@ def _big_body(values: np.ndarray, sep=(", ", ": ")) -> bytes:
 def test_large_numeric_array_takes_the_raw_path_and_matches_the_generic_one(monkeypatch):
     values = np.random.default_rng(1).random((400, 7, 5, 1)).astype(np.float32).astype(np.float64)
     body = _big_body(values)
-    assert len(body) > json_codec._RAW_MIN_BYTES
-    doc = json_codec.parse_body(body)
+    assert len(body) > request_json._RAW_MIN_BYTES
+    doc = request_json.parse_body(body)
     assert isinstance(doc["instances"], _raw_array.RawArray)
     got = predict(body, sig({"x": "DT_FLOAT"}))["x"]
     assert got.shape == (400, 7, 5, 1) and np.array_equal(got, values.astype(np.float32))
@@ -337,8 +337,8 @@ def test_large_numeric_array_takes_the_raw_path_and_matches_the_generic_one(monk
 
 
 def _generic_only(monkeypatch):
-    monkeypatch.setattr(json_codec, "_RAW_MIN_BYTES", 1 << 62)
-    monkeypatch.setattr(json_codec, "_RAW_MIN_BRACKETS", 1 << 62)
+    monkeypatch.setattr(request_json, "_RAW_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(request_json, "_RAW_MIN_BRACKETS", 1 << 62)
 
 
 def _split(body: bytes, size: int, seed: int = 0) -> _raw_array.Chunks:
@@ -412,14 +412,14 @@ _IMAGE = np.round(np.random.default_rng(4).random((1, 28, 28, 1)), 4)
 ])
 def test_small_and_tricky_bodies_agree_with_the_generic_path(monkeypatch, body, dtype):
     body = body.encode()
-    assert body.count(b"[") >= json_codec._RAW_MIN_BRACKETS
+    assert body.count(b"[") >= request_json._RAW_MIN_BRACKETS
     raw = _outcome(body, sig({"x": dtype}))
     _generic_only(monkeypatch)
     assert raw == _outcome(body, sig({"x": dtype}))
 
 
 def test_one_image_is_parsed_without_lists():
-    doc = json_codec.parse_body(json.dumps({"instances": _IMAGE.tolist()}).encode())
+    doc = request_json.parse_body(json.dumps({"instances": _IMAGE.tolist()}).encode())
     assert isinstance(doc["instances"], _raw_array.RawArray) and doc["instances"].shape == (1, 28, 28, 1)
     assert doc["instances"].flat.dtype == np.float64
 
@@ -428,7 +428,7 @@ def test_one_image_is_parsed_without_lists():
 
 
 def encode(outputs, fmt, signature=None) -> bytes:
-    return json_codec.encode_predict({k: np.asarray(v) for k, v in outputs.items()}, fmt, signature)
+    return response_json.encode_predict({k: np.asarray(v) for k, v in outputs.items()}, fmt, signature)
 
 
 def test_half_plus_two_examples():
@@ -512,14 +512,14 @@ def test_half_and_bfloat16_outputs_are_written_as_float32():
     ({"c": np.zeros(2, np.complex64)}, "columnar", "Failed to write JSON value for tensor type: complex64"),
 ])
 def test_encode_predict_errors(outputs, fmt, message):
-    err = error(json_codec.encode_predict, outputs, fmt, None)
+    err = error(response_json.encode_predict, outputs, fmt, None)
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, message)
 
 
 def test_encode_error():
-    assert json_codec.encode_error('Servable not found for request: Latest(half)') == (
+    assert response_json.encode_error('Servable not found for request: Latest(half)') == (
         b'{\n    "error": "Servable not found for request: Latest(half)"\n}')
-    assert json_codec.encode_error('bad "x"\n\t<>') == b'{\n    "error": "bad \\"x\\"\\n\\t<>"\n}'
+    assert response_json.encode_error('bad "x"\n\t<>') == b'{\n    "error": "bad \\"x\\"\\n\\t<>"\n}'
 
 
 # --------------------------------------------------------------------------- classify / regress
@@ -528,7 +528,7 @@ def test_encode_error():
 def _examples(body: str, method="classify"):
     from tensorflow.core.example import example_pb2
 
-    name, serialized = json_codec.parse_examples(json_codec.parse_body(body.encode()), method)
+    name, serialized = request_json.parse_examples(request_json.parse_body(body.encode()), method)
     out = []
     for s in serialized:
         e = example_pb2.Example()
@@ -552,8 +552,8 @@ def test_parse_examples_merges_the_context_like_example_list_with_context():
     assert name == "regress_x_to_y"
     assert ex == [{"c": ("bytes_list", [b"ctx"]), "x": ("float_list", [2.0])},
                   {"c": ("bytes_list", [b"ctx"]), "x": ("int64_list", [1])}]
-    ctx_only = json_codec.parse_examples({"context": {"c": "ctx"}, "examples": [{}]}, "regress")[1][0]
-    plain = json_codec.parse_examples({"examples": [{"c": "ctx"}]}, "regress")[1][0]
+    ctx_only = request_json.parse_examples({"context": {"c": "ctx"}, "examples": [{}]}, "regress")[1][0]
+    plain = request_json.parse_examples({"examples": [{"c": "ctx"}]}, "regress")[1][0]
     assert ctx_only == plain  # context bytes + (empty) example bytes
 
 
@@ -577,31 +577,31 @@ def test_parse_examples_merges_the_context_like_example_list_with_context():
 ])
 @pytest.mark.parametrize("method", ["classify", "regress"])
 def test_parse_examples_errors(body, message, method):
-    err = error(json_codec.parse_examples, json_codec.parse_body(body.encode()), method)
+    err = error(request_json.parse_examples, request_json.parse_body(body.encode()), method)
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, message)
 
 
 def test_encode_classify_and_regress():
-    assert json_codec.encode_classify([[("", 12.0)]]) == b'{\n    "results": [[["", 12.0]]\n    ]\n}'
-    assert json_codec.encode_classify([[(b"a", 0.5), ("b", 0.1)], []]) == (
+    assert response_json.encode_classify([[("", 12.0)]]) == b'{\n    "results": [[["", 12.0]]\n    ]\n}'
+    assert response_json.encode_classify([[(b"a", 0.5), ("b", 0.1)], []]) == (
         b'{\n    "results": [[["a", 0.5], ["b", 0.1]], []\n    ]\n}')
-    assert json_codec.encode_regress([42.0]) == b'{\n    "results": [42.0]\n}'
-    assert json_codec.encode_regress([0.2, float("inf"), 1.0, -np.inf, np.nan]) == (
+    assert response_json.encode_regress([42.0]) == b'{\n    "results": [42.0]\n}'
+    assert response_json.encode_regress([0.2, float("inf"), 1.0, -np.inf, np.nan]) == (
         b'{\n    "results": [0.2, Infinity, 1.0, -Infinity, NaN]\n}')
-    assert error(json_codec.encode_classify, []).message == "Cannot convert empty ClassificationResults to JSON"
-    assert error(json_codec.encode_regress, []).message == "Cannot convert empty RegressionResults to JSON"
+    assert error(response_json.encode_classify, []).message == "Cannot convert empty ClassificationResults to JSON"
+    assert error(response_json.encode_regress, []).message == "Cannot convert empty RegressionResults to JSON"
 
 
 # --------------------------------------------------------------------------- status / metadata
 
 
 def test_encode_status():
-    assert json_codec.encode_status([(123, "AVAILABLE", "OK", "")]) == (
+    assert response_json.encode_status([(123, "AVAILABLE", "OK", "")]) == (
         b'{\n "model_version_status": [\n  {\n   "version": "123",\n   "state": "AVAILABLE",\n'
         b'   "status": {\n    "error_code": "OK",\n    "error_message": ""\n   }\n  }\n ]\n}\n')
-    two = json.loads(json_codec.encode_status([(2, "END", "UNKNOWN", "a <b> \"c\""), (1, "AVAILABLE", "OK", "")]))
+    two = json.loads(response_json.encode_status([(2, "END", "UNKNOWN", "a <b> \"c\""), (1, "AVAILABLE", "OK", "")]))
     assert [v["version"] for v in two["model_version_status"]] == ["2", "1"]
-    assert b'"a \\u003cb\\u003e \\"c\\""' in json_codec.encode_status([(2, "END", "UNKNOWN", 'a <b> "c"')])
+    assert b'"a \\u003cb\\u003e \\"c\\""' in response_json.encode_status([(2, "END", "UNKNOWN", 'a <b> "c"')])
 
 
 def test_status_strings_quoted_like_the_protobuf_writer():
@@ -627,7 +627,7 @@ def test_encode_metadata_matches_tf_serving(testdata: Path):
         sigmap.signature_def[key].CopyFrom(sd)
     as_dict = json_format.MessageToDict(sigmap, preserving_proto_field_name=True,
                                         always_print_fields_with_no_presence=True)
-    text = json_codec.encode_metadata("default", 123, as_dict)
+    text = response_json.encode_metadata("default", 123, as_dict)
     assert json.loads(text) == json.loads((testdata / "half_plus_two_model_metadata.json").read_text())
     assert text.startswith(b'{\n"model_spec":{\n "name": "default",\n "signature_name": "",\n "version": "123"\n}\n,\n'
                            b'"metadata": {"signature_def": {\n "signature_def": {\n')
@@ -655,10 +655,10 @@ def _tricky_values(dtype) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_small_tensors_are_written_exactly_as_large_ones(monkeypatch, dtype):
     values = _tricky_values(dtype)
-    large = json_codec._writer.float_tokens(values, dtype == np.float64)
-    assert len(values) > json_codec._writer.SMALL
+    large = _writer.float_tokens(values, dtype == np.float64)
+    assert len(values) > _writer.SMALL
     small = [tok for i in range(0, len(values), 50)
-             for tok in json_codec._writer.float_tokens(values[i:i + 50], dtype == np.float64)]
+             for tok in _writer.float_tokens(values[i:i + 50], dtype == np.float64)]
     assert small == large
 
 
@@ -669,19 +669,19 @@ def test_small_layouts_match_the_array_layout(monkeypatch, shape, fmt):
     outputs = {"y": rng.random(shape).astype(np.float32)}
     two = {"a": rng.random(shape).astype(np.float32), "b": rng.integers(0, 9, shape)}
     small = encode(outputs, fmt), encode(two, fmt)
-    monkeypatch.setattr(json_codec._writer, "SMALL", 0)
+    monkeypatch.setattr(_writer, "SMALL", 0)
     assert small == (encode(outputs, fmt), encode(two, fmt))
 
 
 def test_parsers_are_reused_and_big_ones_are_not_kept(monkeypatch):
     small_body = json.dumps({"instances": _IMAGE.tolist()}).encode()
     monkeypatch.setattr(_raw_array, "_pool", [])
-    json_codec.parse_body(small_body)
+    request_json.parse_body(small_body)
     parser = _raw_array._pool[-1]
-    json_codec.parse_body(small_body)
+    request_json.parse_body(small_body)
     assert _raw_array._pool == [parser]  # reused
     monkeypatch.setattr(_raw_array, "_POOLED_BYTES", len(small_body) // 2)  # now "big"
-    json_codec.parse_body(small_body)
+    request_json.parse_body(small_body)
     assert _raw_array._pool == []  # a parser that grew past the limit is not kept
 
 
@@ -694,14 +694,14 @@ def test_a_big_array_is_parsed_in_pieces_with_one_small_parser(monkeypatch):
     parsed = []
     real = _raw_array._numbers
     monkeypatch.setattr(_raw_array, "_numbers", lambda p, text, i: parsed.append(len(text)) or real(p, text, i))
-    doc = json_codec.parse_body(body)
+    doc = request_json.parse_body(body)
     assert doc["instances"].shape == (300, 28, 28, 1) and np.array_equal(doc["instances"].flat, images.ravel())
     assert len(parsed) > 40 and max(parsed) < 40_000  # pieces of whole images
     assert len(_raw_array._pool) == 1
 
 
 def _pieces_everywhere(monkeypatch):
-    monkeypatch.setattr(json_codec, "_RAW_MIN_BYTES", 0)
+    monkeypatch.setattr(request_json, "_RAW_MIN_BYTES", 0)
     monkeypatch.setattr(_raw_array, "_SPLIT_BYTES", 1000)
     monkeypatch.setattr(_raw_array, "_PIECE", 97)
 
@@ -720,11 +720,11 @@ def test_pieces_agree_with_the_generic_path(monkeypatch, values, dtype, indent):
     body = json.dumps({"instances": values.tolist()}, indent=indent).encode()
     _pieces_everywhere(monkeypatch)
     raw = _outcome(body, sig({"x": dtype}))
-    assert isinstance(json_codec.parse_body(body)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
+    assert isinstance(request_json.parse_body(body)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
     for size in (60, 700):
         chunks = _split(body, size, seed=size)
         assert _outcome(chunks, sig({"x": dtype})) == raw
-        assert isinstance(json_codec.parse_body(chunks)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
+        assert isinstance(request_json.parse_body(chunks)["instances"], _raw_array.RawArray) or dtype == "DT_UINT64"
     _generic_only(monkeypatch)
     assert raw == _outcome(body, sig({"x": dtype}))
 
@@ -763,11 +763,11 @@ def test_chunked_bodies_fall_back_when_the_key_is_late_or_elements_are_huge(monk
     for body in (late, huge):
         got = predict(_split(body, 100), sig({"x": "DT_INT64"}))["x"]
         assert np.array_equal(got, values)
-    assert isinstance(json_codec.parse_body(_split(huge, 100))["instances"], _raw_array.RawArray)
+    assert isinstance(request_json.parse_body(_split(huge, 100))["instances"], _raw_array.RawArray)
     # A declined chunked body (here: its key is past the first _HEAD bytes) is joined and
     # decided by the generic path, without a second raw attempt.
     calls = []
-    real = json_codec.try_parse
-    monkeypatch.setattr(json_codec, "try_parse", lambda b: calls.append(type(b)) or real(b))
-    assert isinstance(json_codec.parse_body(_split(late, 100))["instances"], list)
+    real = request_json.try_parse
+    monkeypatch.setattr(request_json, "try_parse", lambda b: calls.append(type(b)) or real(b))
+    assert isinstance(request_json.parse_body(_split(late, 100))["instances"], list)
     assert calls == [_raw_array.Chunks]

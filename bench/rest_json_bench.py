@@ -1,6 +1,6 @@
 """Benchmark of the REST JSON codec on large requests and responses.
 
-    PYTHONPATH=src python bench/json_codec_bench.py [--images 10000] [--repeat 3]
+    PYTHONPATH=src python bench/rest_json_bench.py [--images 10000] [--repeat 3]
 
 Request side: 10,000 random MNIST-shaped images (10000x28x28x1 float32) as row-format
 JSON, once with full-precision floats (~170 MB) and once rounded to 4 decimals (~70 MB);
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import orjson
 
-from pyserving.api.rest import json_codec
+from pyserving.api.rest import request_json, response_json
 from pyserving.platforms.base import Signature, TensorSpec
 
 
@@ -44,9 +44,9 @@ def main() -> None:
     sig = Signature("serving_default", "tensorflow/serving/predict", {"x": spec}, {})
 
     def ours(body: bytes) -> np.ndarray:
-        doc = json_codec.parse_body(body)
-        name, fmt, payload = json_codec.parse_predict(doc)
-        return json_codec.predict_inputs(fmt, payload, sig)["x"]
+        doc = request_json.parse_body(body)
+        name, fmt, payload = request_json.parse_predict(doc)
+        return request_json.predict_inputs(fmt, payload, sig)["x"]
 
     def naive(body: bytes) -> np.ndarray:
         return np.asarray(orjson.loads(body)["instances"], dtype=np.float32)
@@ -67,7 +67,7 @@ def main() -> None:
         print(f"request, {label}: {len(body) / 1e6:.0f} MB")
         for name, fn in (("orjson + np.asarray (GC on)", naive),
                          ("orjson + np.asarray (GC paused)", naive_gc_paused),
-                         ("json_codec parse+convert", ours)):
+                         ("request_json parse+convert", ours)):
             t = _best(lambda: fn(body), args.repeat)
             print(f"  {name:34s} {t:6.2f} s")
         del body, got
@@ -75,7 +75,7 @@ def main() -> None:
     out = rng.random((10000, 10), dtype=np.float32)
     print("response, 10000x10 float32:")
     for fmt in ("row", "columnar"):
-        t = _best(lambda: json_codec.encode_predict({"y": out}, fmt), max(args.repeat, 5))
+        t = _best(lambda: response_json.encode_predict({"y": out}, fmt), max(args.repeat, 5))
         print(f"  encode_predict {fmt:8s}                {t * 1e3:6.1f} ms")
     t = _best(lambda: orjson.dumps({"predictions": out}, option=orjson.OPT_SERIALIZE_NUMPY), 5)
     print(f"  (orjson numpy, shortest repr, no TF layout) {t * 1e3:6.1f} ms")
