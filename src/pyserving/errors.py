@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Code", "ServingError", "RequestTooLargeError", "StartupError", "invalid_argument", "not_found",
-           "unavailable", "failed_precondition", "internal", "deadline_exceeded", "unimplemented"]
+__all__ = ["Code", "ServingError", "RequestTooLargeError", "StartupError"]
 
 
 class Code(enum.IntEnum):
@@ -67,31 +66,3 @@ class StartupError(Exception):
     def __init__(self, message: str, exit_code: int = 255) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def invalid_argument(message: str) -> ServingError:
-    return ServingError(Code.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ServingError:
-    return ServingError(Code.NOT_FOUND, message)
-
-
-def unavailable(message: str) -> ServingError:
-    return ServingError(Code.UNAVAILABLE, message)
-
-
-def failed_precondition(message: str) -> ServingError:
-    return ServingError(Code.FAILED_PRECONDITION, message)
-
-
-def internal(message: str) -> ServingError:
-    return ServingError(Code.INTERNAL, message)
-
-
-def deadline_exceeded(message: str) -> ServingError:
-    return ServingError(Code.DEADLINE_EXCEEDED, message)
-
-
-def unimplemented(message: str) -> ServingError:
-    return ServingError(Code.UNIMPLEMENTED, message)
