@@ -37,10 +37,10 @@ from tensorflow_serving.apis import (
 )
 
 from pyserving.api.grpc.status import to_grpc_status, truncate
-from pyserving.api.grpc.tensor_codec import decode_inputs, encode_outputs
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request
 from pyserving.platforms.base import Signature
+from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
 from pyserving.server.model_config import to_model_configs
 from pyserving.server.prediction_service import (
     DEFAULT_SIGNATURE,

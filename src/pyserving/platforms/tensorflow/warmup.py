@@ -241,7 +241,7 @@ def _dispatch(servable: Any, prediction_log: Any, timeout_ms: int | None) -> Non
 
 
 def _predict(servable: Any, request: Any, timeout_ms: int | None) -> None:
-    from pyserving.api.grpc.tensor_codec import decode_inputs
+    from pyserving.protos.tensor_codec import decode_inputs
     from pyserving.server.prediction_service import find_signature
 
     sig = find_signature(servable, request.model_spec.signature_name, "predict")
