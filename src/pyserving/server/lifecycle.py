@@ -45,8 +45,9 @@ from pyserving.server.model_config import (
     single_model_config,
     to_model_configs,
 )
+from pyserving.server.admission import RequestGate
 from pyserving.server.budget import MemoryBudget
-from pyserving.server.prediction_service import PredictionService, RequestGate
+from pyserving.server.prediction_service import PredictionService
 from pyserving.server.server_core import CoreOptions, ServerCore
 
 __all__ = ["serve", "READY_MESSAGE"]

@@ -41,13 +41,13 @@ from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request
 from pyserving.platforms.base import Signature
 from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
+from pyserving.server.admission import RequestGate
 from pyserving.server.model_config import to_model_configs
 from pyserving.server.prediction_service import (
     DEFAULT_SIGNATURE,
     ModelSpec,
     PredictionService,
     PredictResult,
-    RequestGate,
 )
 
 __all__ = ["PredictionServicer", "ModelServicer", "rpc", "DEFAULT_RELOAD_WAIT_SECONDS"]
