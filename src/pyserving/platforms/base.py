@@ -14,7 +14,11 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["TensorSpec", "Signature", "Servable", "Loader"]
+__all__ = ["DEFAULT_SIGNATURE", "TensorSpec", "Signature", "Servable", "Loader"]
+
+# The signature a request that names none runs, and the name a platform gives a model's
+# only signature when the model format has no names of its own (TFLite).
+DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)

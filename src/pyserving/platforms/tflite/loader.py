@@ -81,7 +81,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import Signature
+from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
 from pyserving.platforms.tensorflow._dtypes import tf_dtype_name
 from pyserving.platforms.tensorflow._signature import describe_tensors, signature_from_def
 from pyserving.platforms.tensorflow._validation import bind_inputs, select_outputs
@@ -100,7 +100,6 @@ log = logging.getLogger("pyserving.tflite")
 
 MODEL_FILENAME = "model.tflite"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
-DEFAULT_SIGNATURE = "serving_default"
 _DEFAULT_POOLS = os.cpu_count() or 1
 
 
