@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["Flag", "FLAGS", "ServerOptions", "FlagError", "parse_flags", "usage",
@@ -229,7 +229,3 @@ def unknown_argument_message(arg: str) -> str:
 def set_flags(options: Any) -> list[str]:
     """Names of inert flags the user set to a non-default value."""
     return [f.name for f in FLAGS if f.inert and getattr(options, f.name) != f.default]
-
-
-def option_names() -> list[str]:
-    return [f.name for f in fields(ServerOptions)]
