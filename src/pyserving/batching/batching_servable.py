@@ -286,6 +286,10 @@ class BatchingServable:
         return self._wrapped.signature_def_map()
 
     @property
+    def runtime_name(self) -> str:
+        return self._wrapped.runtime_name
+
+    @property
     def wrapped(self) -> Any:
         """The servable that actually runs the batches."""
         return self._wrapped

@@ -51,6 +51,9 @@ class Signature:
 class Servable(Protocol):
     """A loaded model version, ready to run."""
 
+    # The `runtime` label of TF Serving's `runtime_latency` metric for this servable's runs.
+    runtime_name: str
+
     @property
     def signatures(self) -> Mapping[str, Signature]: ...
 

@@ -163,8 +163,7 @@ class PredictionService:
         timeout_ms = self._timeout_ms(deadline)
         start = time.perf_counter()
         outputs = servable.run(sig, inputs, output_filter, timeout_ms)
-        self.metrics.observe_runtime(model, api, getattr(servable, "runtime_name", "TF1"),
-                                     time.perf_counter() - start)
+        self.metrics.observe_runtime(model, api, servable.runtime_name, time.perf_counter() - start)
         return outputs
 
     def _runner(self, servable: Any, model: str, api: str, deadline: float | None) -> inference.Runner:
@@ -200,7 +199,8 @@ class PredictionService:
                 inputs = decode(sig)
                 start = time.perf_counter()
                 outputs = await servable.run_async(sig, inputs, output_filter, deadline)
-                self.metrics.observe_runtime(handle.id.name, "Predict", "TF1", time.perf_counter() - start)
+                self.metrics.observe_runtime(handle.id.name, "Predict", servable.runtime_name,
+                                             time.perf_counter() - start)
                 _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result

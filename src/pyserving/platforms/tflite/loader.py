@@ -198,6 +198,10 @@ class _Binding:
 class TfLiteServable:
     """A loaded TFLite model: its signatures and a thread-safe way to run them."""
 
+    # TF Serving runs a TFLite model through a `TfLiteSession`, a Session like any other,
+    # so its runs are labelled "TF1" too.
+    runtime_name = "TF1"
+
     def __init__(self, model: bytes, export_dir: str, num_interpreters: int) -> None:
         """Build the pool and the signatures; raises `ServingError` on a bad model."""
         self._export_dir = export_dir
