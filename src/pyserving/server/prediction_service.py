@@ -37,9 +37,13 @@ from pyserving.server.admission import RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
 from pyserving.server.server_core import ServerCore, VersionStatus
 
-__all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService"]
+__all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
+           "SMALL_REQUEST_BYTES"]
 
 _DEADLINE_GRACE_SECONDS = 0.05
+# The largest request (body or message bytes) a front end calls `small` in `predict`: its
+# decoding and encoding take microseconds, so for a batched model they run on the loop.
+SMALL_REQUEST_BYTES = 64 * 1024
 T = TypeVar("T")
 
 

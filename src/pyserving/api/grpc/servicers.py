@@ -48,7 +48,7 @@ from pyserving.platforms.inference import (
 from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
 from pyserving.server.admission import RequestGate
 from pyserving.server.model_config import to_model_configs
-from pyserving.server.prediction_service import ModelSpec, PredictionService, PredictResult
+from pyserving.server.prediction_service import SMALL_REQUEST_BYTES, ModelSpec, PredictionService, PredictResult
 
 __all__ = ["PredictionServicer", "ModelServicer", "rpc", "DEFAULT_RELOAD_WAIT_SECONDS"]
 
@@ -63,7 +63,6 @@ _DEADLINE_MARGIN_SECONDS = 0.05
 # of the deadline reaches the server as a cancellation, before the server's own copy of the
 # deadline (which started when the call arrived) has passed (seen once under CI load).
 _DEADLINE_TOLERANCE_SECONDS = 0.05
-_SMALL_REQUEST_BYTES = 64 * 1024  # Predict decoded/encoded on the loop when batched
 _FILL_ON_LOOP_ROWS = 1000
 
 Request = TypeVar("Request")
@@ -213,7 +212,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             deadline=deadline_of(context),
             api="grpc",
             encode=encode,
-            small=request.ByteSize() <= _SMALL_REQUEST_BYTES,  # batched fast path
+            small=request.ByteSize() <= SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
 

@@ -81,6 +81,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from pyserving.errors import Code, ServingError
+from pyserving.platforms import TFLITE_MODEL_FILENAME
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
 from pyserving.platforms.tensorflow._dtypes import tf_dtype_name
 from pyserving.platforms.tensorflow._signature import describe_tensors, signature_from_def
@@ -94,11 +95,10 @@ from pyserving.platforms.tflite.interpreter_pool import (
     runtime_version,
 )
 
-__all__ = ["MODEL_FILENAME", "TfLiteLoader", "TfLiteServable"]
+__all__ = ["TfLiteLoader", "TfLiteServable"]
 
 log = logging.getLogger("pyserving.tflite")
 
-MODEL_FILENAME = "model.tflite"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 _DEFAULT_POOLS = os.cpu_count() or 1
 
@@ -135,13 +135,13 @@ class TfLiteLoader:
         """Load (and warm up) the model; raises `ServingError`, leaving nothing allocated."""
         if self._servable is not None:
             return
-        path = os.path.join(self._export_dir, MODEL_FILENAME)
+        path = os.path.join(self._export_dir, TFLITE_MODEL_FILENAME)
         try:
             with open(path, "rb") as f:
                 model = f.read()
         except FileNotFoundError:
             raise ServingError(
-                Code.NOT_FOUND, f"Could not find {MODEL_FILENAME} in {self._export_dir}"
+                Code.NOT_FOUND, f"Could not find {TFLITE_MODEL_FILENAME} in {self._export_dir}"
             ) from None
         except OSError as e:
             raise ServingError(Code.FAILED_PRECONDITION, f"Cannot read {path}: {e}") from None
@@ -212,7 +212,7 @@ class TfLiteServable:
         except Exception as e:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
             raise ServingError(
                 Code.INVALID_ARGUMENT,
-                f"Cannot build a TFLite interpreter from {os.path.join(export_dir, MODEL_FILENAME)}: "
+                f"Cannot build a TFLite interpreter from {os.path.join(export_dir, TFLITE_MODEL_FILENAME)}: "
                 f"{type(e).__name__}: {e}",
             ) from None
         try:
