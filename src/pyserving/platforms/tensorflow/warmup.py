@@ -10,7 +10,8 @@ this module:
   ``regress_log`` or ``multi_inference_log`` request is run against the servable being
   loaded (the request's model name and version are irrelevant; its signature name is
   honoured); the logged response is ignored. With batching, that servable is the batching
-  wrapper (TF Serving wraps the session before warmup), so warmup requests are batched. A record with no log set does nothing.
+  wrapper (TF Serving wraps the session before warmup), so warmup requests are batched. A
+  record with no log set does nothing.
   ``session_run_log`` and ``predict_streamed_log`` fail with UNIMPLEMENTED
   ``Unsupported log_type for warmup: <field number>``.
 - Each record is replayed ``num_request_iterations`` times (the flag
@@ -42,9 +43,8 @@ Request semantics are not written again here: inputs are decoded by the tensor c
 (``protos/tensor_codec.py``), and signature lookup, examples, classify / regress and the
 MultiInference checks are those of live requests (``platforms/inference.py``). Works with
 any `Servable` (the TensorFlow and the TFLite platforms both call `run_warmup` at the end
-of ``load()``).
-With ``--enable_batching`` the batching wrapper is applied after the load, so warmup runs
-on the unbatched servable (TF Serving warms through its batching session).
+of ``load()``; for a batched SavedModel the batching loader calls it once it has wrapped
+the servable).
 
 Thread-safety: `run_warmup` blocks; it is called from the loading thread, before the
 servable is visible to any request.
