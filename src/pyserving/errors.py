@@ -1,17 +1,19 @@
-"""Canonical error codes and the one exception type the serving layers raise.
+"""Canonical error codes, the one exception type the serving layers raise, and the one
+that stops the server from starting.
 
 `Code` mirrors the gRPC canonical status codes (and TF's `error::Code`), so the gRPC front
 end maps by identity and the REST front end uses one table (`api/rest/errors.py`).
 Core, platforms and services raise `ServingError(code, message)`; front ends never
-invent codes of their own.
+invent codes of their own. `StartupError` is raised by whichever layer finds the server
+cannot start (a port, a config file, TLS material); the command line turns it into the exit
+status.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["Code", "ServingError", "RequestTooLargeError", "invalid_argument", "not_found", "unavailable",
-           "failed_precondition", "internal", "deadline_exceeded", "unimplemented"]
+__all__ = ["Code", "ServingError", "RequestTooLargeError", "StartupError"]
 
 
 class Code(enum.IntEnum):
@@ -57,29 +59,10 @@ class RequestTooLargeError(ServingError):
         super().__init__(Code.RESOURCE_EXHAUSTED, message)
 
 
-def invalid_argument(message: str) -> ServingError:
-    return ServingError(Code.INVALID_ARGUMENT, message)
+class StartupError(Exception):
+    """The server cannot start; the message is printed and the process exits with 255, as
+    TF Serving's does (`return -1` from main), whatever the cause."""
 
-
-def not_found(message: str) -> ServingError:
-    return ServingError(Code.NOT_FOUND, message)
-
-
-def unavailable(message: str) -> ServingError:
-    return ServingError(Code.UNAVAILABLE, message)
-
-
-def failed_precondition(message: str) -> ServingError:
-    return ServingError(Code.FAILED_PRECONDITION, message)
-
-
-def internal(message: str) -> ServingError:
-    return ServingError(Code.INTERNAL, message)
-
-
-def deadline_exceeded(message: str) -> ServingError:
-    return ServingError(Code.DEADLINE_EXCEEDED, message)
-
-
-def unimplemented(message: str) -> ServingError:
-    return ServingError(Code.UNIMPLEMENTED, message)
+    def __init__(self, message: str, exit_code: int = 255) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -879,7 +879,7 @@ def test_error_mapping_truncation_and_internal_errors():
 
 def test_channel_arguments_parse_like_tf_serving():
     from pyserving.api.grpc.server import parse_channel_arguments
-    from pyserving.server.lifecycle import StartupError
+    from pyserving.errors import StartupError
 
     assert parse_channel_arguments("") == []
     assert parse_channel_arguments("grpc.max_connection_age_ms=1000,grpc.primary_user_agent=x y,n=-3") == [

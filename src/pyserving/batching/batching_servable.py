@@ -57,7 +57,7 @@ from pyserving.batching.scheduler import (
     BatchTask,
 )
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import Signature
+from pyserving.platforms.base import MAX_LENIENT_RANK, Signature
 
 __all__ = ["BatchingServable", "BatchingLoader", "loader_wrapper"]
 
@@ -67,9 +67,6 @@ _RUNNING_TIMEOUT_MESSAGE = "Deadline exceeded while the batch holding this reque
 # How long an unload waits for a version's batches to finish (the requests in them were
 # drained already: this is a batch still running past its deadlines).
 _CLOSE_WAIT_SECONDS = 60.0
-# Declared ranks up to which a request of another rank still batches (as the TF platform
-# lets [3] into a [-1,1] placeholder).
-_MAX_LENIENT_RANK = 2
 
 
 def _deadline_error(started: bool) -> ServingError:
@@ -286,6 +283,10 @@ class BatchingServable:
         return self._wrapped.signature_def_map()
 
     @property
+    def runtime_name(self) -> str:
+        return self._wrapped.runtime_name
+
+    @property
     def wrapped(self) -> Any:
         """The servable that actually runs the batches."""
         return self._wrapped
@@ -426,7 +427,7 @@ class BatchingServable:
             if shape is None or value.ndim == 0:
                 continue
             if value.ndim != len(shape):
-                if len(shape) > _MAX_LENIENT_RANK:
+                if len(shape) > MAX_LENIENT_RANK:
                     return False
                 continue
             for want, got in zip(shape[1:], value.shape[1:]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["Flag", "FLAGS", "ServerOptions", "FlagError", "parse_flags", "usage",
@@ -61,7 +61,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("port", _int, 8500, "Port to listen on for gRPC API (0 disables TCP gRPC)"),
     Flag("grpc_socket_path", str, "", "If non-empty, listen to a UNIX socket for gRPC API on the given path"),
     Flag("rest_api_port", _int, 0, "Port to listen on for HTTP/REST API (0 disables REST)"),
-    Flag("rest_api_num_threads", _int, 4 * _CPUS, "Number of threads for HTTP/REST API processing"),
+    Flag("rest_api_num_threads", _int, 4 * _CPUS, "Number of threads for HTTP/REST API processing", inert=True),
     Flag("rest_api_timeout_in_ms", _int, 30000, "Timeout for HTTP/REST API calls"),
     Flag("rest_api_enable_cors_support", _bool, False, "Enable CORS headers in response"),
     Flag("rest_api_max_body_bytes", _int, 1 << 30,
@@ -106,7 +106,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("per_process_gpu_memory_fraction", float, 0.0, "Fraction of GPU memory each process may use"),
     Flag("saved_model_tags", str, "serve", "Comma-separated set of tags of the MetaGraphDef to load"),
     Flag("grpc_channel_arguments", str, "", "A comma separated list of arguments to be passed to the grpc server"),
-    Flag("grpc_max_threads", _int, 4 * _CPUS, "Max gRPC server threads"),
+    Flag("grpc_max_threads", _int, 4 * _CPUS, "Max gRPC server threads", inert=True),
     Flag("enable_model_warmup", _bool, True, "Enables model warmup from assets.extra/tf_serving_warmup_requests"),
     Flag("num_request_iterations_for_warmup", _int, 0, "Number of times each warmup request is replayed"),
     Flag("version", _bool, False, "Display version"),
@@ -115,7 +115,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("prefer_tflite_model", _bool, False, "Prefer model.tflite over saved_model.pb when both exist"),
     Flag("num_tflite_pools", _int, _CPUS, "Number of TFLite interpreter pools"),
     Flag("num_tflite_interpreters_per_pool", _int, 1, "Number of TFLite interpreters per pool"),
-    Flag("enable_signature_method_name_check", _bool, False, "Check SignatureDef method_name for Predict/Classify/Regress"),
+    Flag("enable_signature_method_name_check", _bool, False,
+         "Check SignatureDef method_name for Predict/Classify/Regress", inert=True),
     Flag("xla_cpu_compilation_enabled", _bool, False, "Allow XLA:CPU JIT", inert=True),
     Flag("xla_gpu_compilation_enabled", _bool, False, "Allow XLA:GPU JIT", inert=True),
     Flag("enable_profiler", _bool, True, "Enable the TF profiler gRPC service"),
@@ -127,7 +128,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("thread_pool_factory_config_file", str, "", "ThreadPoolFactoryConfig file", inert=True),
     Flag("mixed_precision", str, "", "e.g. bfloat16", inert=True),
     Flag("skip_initialize_tpu", _bool, False, "TPU builds only", inert=True),
-    Flag("enable_grpc_healthcheck_service", _bool, False, "Register the standard gRPC health service"),
+    Flag("enable_grpc_healthcheck_service", _bool, False, "Register the standard gRPC health service", inert=True),
     Flag("enable_serialization_as_tensor_content", _bool, False,
          "Predict responses use TensorProto.tensor_content"),
     Flag("access_log", _bool, False, "pyserving: log one line when each REST request starts and ends"),
@@ -229,7 +230,3 @@ def unknown_argument_message(arg: str) -> str:
 def set_flags(options: Any) -> list[str]:
     """Names of inert flags the user set to a non-default value."""
     return [f.name for f in FLAGS if f.inert and getattr(options, f.name) != f.default]
-
-
-def option_names() -> list[str]:
-    return [f.name for f in fields(ServerOptions)]

@@ -9,6 +9,7 @@ import os
 import sys
 
 from pyserving.cli.flags import FlagError, parse_flags, set_flags, unknown_argument_message, usage
+from pyserving.errors import StartupError
 from pyserving.platforms.tensorflow.runtime import tf_cpp_min_log_level
 
 __all__ = ["main"]
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     _keep_freed_memory()
     try:
         _import_tensorflow(verbose=options.log_level == "DEBUG")  # first: the gRPC API protos import it too
-        from pyserving.server.lifecycle import StartupError, serve, threads_left_behind
+        from pyserving.server.lifecycle import serve, threads_left_behind
     except KeyboardInterrupt:  # Ctrl-C during the seconds of imports: no traceback
         return 1
 

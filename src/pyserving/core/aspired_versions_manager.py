@@ -128,9 +128,6 @@ class AspiredVersionsManager:
     def available_versions(self, name: str) -> list[int]:
         return [v for v, _ in self._serving.get(name, ())]
 
-    def serving_names(self) -> list[str]:
-        return list(self._serving)
-
     def handles_in_use(self) -> dict[ServableId, int]:
         """Handles held now on each loaded or unloading version (watchdog metrics)."""
         with self._lock:

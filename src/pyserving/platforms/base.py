@@ -14,7 +14,16 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["TensorSpec", "Signature", "Servable", "Loader"]
+__all__ = ["DEFAULT_SIGNATURE", "MAX_LENIENT_RANK", "TensorSpec", "Signature", "Servable", "Loader"]
+
+# The signature a request that names none runs, and the name a platform gives a model's
+# only signature when the model format has no names of its own (TFLite).
+DEFAULT_SIGNATURE = "serving_default"
+
+# Declared ranks up to which an input of another rank is passed to the model as is (as TF
+# Serving lets [3] into a [-1,1] placeholder: the runtime decides). Platforms validate
+# inputs by it and batching must agree, so that a request batches exactly when it would run.
+MAX_LENIENT_RANK = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,9 @@ class Signature:
 
 class Servable(Protocol):
     """A loaded model version, ready to run."""
+
+    # The `runtime` label of TF Serving's `runtime_latency` metric for this servable's runs.
+    runtime_name: str
 
     @property
     def signatures(self) -> Mapping[str, Signature]: ...

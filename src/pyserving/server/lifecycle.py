@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 
 from pyserving.core.servable_state import ManagerState, ServableState
-from pyserving.errors import Code, ServingError
+from pyserving.errors import Code, ServingError, StartupError
 from pyserving.monitoring.exporter import MonitoringConfigError, PrometheusExporter, read_monitoring_config
 from pyserving.monitoring.health import Health
 from pyserving.monitoring.metrics import ServingMetrics
@@ -45,11 +45,12 @@ from pyserving.server.model_config import (
     single_model_config,
     to_model_configs,
 )
+from pyserving.server.admission import RequestGate
 from pyserving.server.budget import MemoryBudget
-from pyserving.server.prediction_service import PredictionService, RequestGate
+from pyserving.server.prediction_service import PredictionService
 from pyserving.server.server_core import CoreOptions, ServerCore
 
-__all__ = ["StartupError", "serve", "READY_MESSAGE"]
+__all__ = ["serve", "READY_MESSAGE"]
 
 log = logging.getLogger("pyserving")
 
@@ -62,15 +63,6 @@ _threads_left_behind = False
 
 def threads_left_behind() -> bool:
     return _threads_left_behind
-
-
-class StartupError(Exception):
-    """The server cannot start; the message is printed and the process exits with 255, as
-    TF Serving's does (`return -1` from main), whatever the cause."""
-
-    def __init__(self, message: str, exit_code: int = 255) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # Uvicorn stops reading a request body every 64 KiB until the app has taken it

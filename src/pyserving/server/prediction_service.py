@@ -1,9 +1,11 @@
 """Transport-agnostic inference and model services.
 
 REST and gRPC front ends decode their wire format, call these methods, and encode the
-typed result; every behaviour (signature lookup, validation, classify/regress
-semantics, status, metadata) is written here once. Model execution, and the decode and
-encode callbacks the front ends pass in, run on a worker thread, never on the loop.
+typed result; every behaviour (version resolution, deadlines, metrics, status, metadata)
+is written here once. What a request means for a servable (signature lookup,
+classify/regress semantics) comes from `platforms/inference.py`, which warmup shares.
+Model execution, and the decode and encode callbacks the front ends pass in, run on a
+worker thread, never on the loop.
 
 Handles: a request pins its version with a handle carrying its deadline. Once its work
 is handed to a worker thread, the worker owns the handle and releases it when the work
@@ -20,7 +22,7 @@ import concurrent.futures
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,16 +30,20 @@ from pyserving.batching.batching_servable import BatchingServable
 from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
+from pyserving.platforms import inference
 from pyserving.platforms.base import Signature
+from pyserving.platforms.inference import Api, find_signature
+from pyserving.server.admission import RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
 from pyserving.server.server_core import ServerCore, VersionStatus
 
 __all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
-           "DEFAULT_SIGNATURE", "RequestGate"]
+           "SMALL_REQUEST_BYTES"]
 
-DEFAULT_SIGNATURE = "serving_default"
 _DEADLINE_GRACE_SECONDS = 0.05
-Api = Literal["rest", "grpc"]
+# The largest request (body or message bytes) a front end calls `small` in `predict`: its
+# decoding and encoding take microseconds, so for a batched model they run on the loop.
+SMALL_REQUEST_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
@@ -75,78 +81,9 @@ class RegressResult:
 
 
 def _signature(servable: Any, name: str, api: Api, method: str) -> Signature:
-    sig_name = name or DEFAULT_SIGNATURE
-    sig = servable.signatures.get(sig_name)
-    if sig is None:
-        if method != "predict":
-            raise ServingError(Code.INVALID_ARGUMENT, f"No signature was found with the name: {sig_name}")
-        if api == "rest":
-            raise ServingError(
-                Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found in signature def'
-            )
-        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+    sig = find_signature(servable, name, method, api)
     note_signature(sig.name)  # metrics label
     return sig
-
-
-# Request admission (graceful drain, per-model backpressure)
-class RequestGate:
-    """Admission control both front ends apply to every request; loop-only, no locks.
-
-    `enter(model, bounded)` admits a request or raises `ServingError`: UNAVAILABLE while
-    draining; RESOURCE_EXHAUSTED when `bounded` (inference) and `model` already has
-    `max_in_flight_per_model` requests in flight (0: no bound). Each admitted request
-    calls `leave(model)` exactly once. `start_drain()` refuses everything new;
-    `wait_idle(timeout)` is True once nothing is in flight, False if the timeout passed.
-    """
-
-    def __init__(self, max_in_flight_per_model: int = 0) -> None:
-        self.max_in_flight_per_model = max(0, max_in_flight_per_model)
-        self.draining = False
-        self._per_model: dict[str, int] = {}
-        self._total = 0
-        self._idle: asyncio.Event | None = None
-
-    def enter(self, model: str, bounded: bool) -> None:
-        if self.draining:
-            raise ServingError(Code.UNAVAILABLE, "The server is shutting down and accepts no new requests")
-        count = self._per_model.get(model, 0)
-        limit = self.max_in_flight_per_model
-        if bounded and limit and count >= limit:
-            raise ServingError(
-                Code.RESOURCE_EXHAUSTED,
-                f"Too many requests in flight for model {model} (limit {limit}, "
-                "--max_in_flight_requests_per_model); retry later",
-            )
-        self._per_model[model] = count + 1
-        self._total += 1
-
-    def leave(self, model: str) -> None:
-        count = self._per_model.get(model, 0) - 1
-        if count > 0:
-            self._per_model[model] = count
-        else:
-            self._per_model.pop(model, None)
-        self._total -= 1
-        if self._total <= 0 and self._idle is not None:
-            self._idle.set()
-
-    def in_flight(self) -> dict[str, int]:
-        """model -> requests in flight (a copy; safe to call from any thread)."""
-        return dict(self._per_model)
-
-    def start_drain(self) -> None:
-        self.draining = True
-
-    async def wait_idle(self, timeout: float | None) -> bool:
-        if self._total <= 0:
-            return True
-        self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
 
 class PredictionService:
@@ -230,9 +167,13 @@ class PredictionService:
         timeout_ms = self._timeout_ms(deadline)
         start = time.perf_counter()
         outputs = servable.run(sig, inputs, output_filter, timeout_ms)
-        self.metrics.observe_runtime(model, api, getattr(servable, "runtime_name", "TF1"),
-                                     time.perf_counter() - start)
+        self.metrics.observe_runtime(model, api, servable.runtime_name, time.perf_counter() - start)
         return outputs
+
+    def _runner(self, servable: Any, model: str, api: str, deadline: float | None) -> inference.Runner:
+        """`_run_model` for one request, as the shared classify/regress semantics call it."""
+        return lambda sig, inputs, output_filter: self._run_model(
+            servable, model, api, sig, inputs, output_filter, deadline)
 
     async def predict(
         self,
@@ -262,7 +203,8 @@ class PredictionService:
                 inputs = decode(sig)
                 start = time.perf_counter()
                 outputs = await servable.run_async(sig, inputs, output_filter, deadline)
-                self.metrics.observe_runtime(handle.id.name, "Predict", "TF1", time.perf_counter() - start)
+                self.metrics.observe_runtime(handle.id.name, "Predict", servable.runtime_name,
+                                             time.perf_counter() - start)
                 _claim_outputs(claim, outputs)
                 result = PredictResult(handle.id.name, handle.id.version, sig.name, sig, outputs)
                 return encode(result) if encode is not None else result
@@ -295,11 +237,8 @@ class PredictionService:
                 self._timeout_ms(deadline)  # expired while queued -> not run
                 serialized = examples()
                 self.metrics.observe_examples(handle.id.name, len(serialized))
-                input_alias = classify_input(sig)  # shared with warmup.py
-                out = self._run_model(  # runtime metric
-                    servable, handle.id.name, "Classify", sig, {input_alias: _string_tensor(serialized)}, (), deadline
-                )
-                result = classification_rows(out, len(serialized))  # shared
+                run = self._runner(servable, handle.id.name, "Classify", deadline)
+                result = inference.classify(run, sig, serialized)
                 return ClassifyResult(handle.id.name, handle.id.version, sig.name, result)
 
             return await self._run(handle, work, deadline)
@@ -318,12 +257,8 @@ class PredictionService:
                 self._timeout_ms(deadline)  # expired while queued -> not run
                 serialized = examples()
                 self.metrics.observe_examples(handle.id.name, len(serialized))
-                input_alias = regress_input(sig)  # shared with warmup.py
-                out = self._run_model(  # runtime metric
-                    servable, handle.id.name, "Regress", sig, {input_alias: _string_tensor(serialized)},
-                    ("outputs",), deadline,
-                )
-                values = regression_values(out, len(serialized))  # shared
+                run = self._runner(servable, handle.id.name, "Regress", deadline)
+                values = inference.regress(run, sig, serialized)
                 return RegressResult(handle.id.name, handle.id.version, sig.name, values)
 
             return await self._run(handle, work, deadline)
@@ -347,86 +282,3 @@ class PredictionService:
 def _claim_outputs(claim: Claim | None, outputs: Mapping[str, Any]) -> None:
     if claim is not None:
         claim.add(sum(getattr(a, "nbytes", 0) for a in outputs.values()), "The model's outputs")
-
-
-def _examples_input(sig: Signature) -> str:
-    if len(sig.inputs) != 1:
-        raise ServingError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
-    alias, spec = next(iter(sig.inputs.items()))
-    if spec.dtype != "DT_STRING":
-        raise ServingError(
-            Code.INVALID_ARGUMENT, f"Expected input Tensor '{alias}' of type DT_STRING (serialized tf.Example)"
-        )
-    return alias
-
-
-def _string_tensor(values: list[bytes]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    return arr
-
-
-# Classify / regress semantics, shared with platforms/tensorflow/warmup.py
-def find_signature(servable: Any, name: str, method: str) -> Signature:
-    """The signature a gRPC Predict/Classify/Regress names ("" = serving_default), with
-    that API's not-found errors."""
-    return _signature(servable, name, "grpc", method)
-
-
-def classify_input(sig: Signature) -> str:
-    """The alias of a classification signature's serialized-examples input; raises
-    INVALID_ARGUMENT unless it has one DT_STRING input and a `classes` or `scores` output."""
-    input_alias = _examples_input(sig)
-    if not ("classes" in sig.outputs or "scores" in sig.outputs):
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            "Expected classification signature outputs to contain classes and/or scores",
-        )
-    return input_alias
-
-
-def classification_rows(out: Mapping[str, Any], n: int) -> list[list[tuple[bytes, float]]]:
-    """Per example, its (label, score) pairs from a classification run's outputs."""
-    classes = out.get("classes")
-    scores = out.get("scores")
-    if scores is not None:
-        scores = np.asarray(scores).reshape(n, -1)
-    if classes is not None:
-        classes = np.asarray(classes).reshape(n, -1)
-    k = (scores if scores is not None else classes).shape[1]  # type: ignore[union-attr]
-    result = []
-    for i in range(n):
-        row = []
-        for j in range(k):
-            label = classes[i, j] if classes is not None else b""
-            score = float(scores[i, j]) if scores is not None else 0.0
-            row.append((label if isinstance(label, bytes) else str(label).encode(), score))
-        result.append(row)
-    return result
-
-
-def regress_input(sig: Signature) -> str:
-    """The alias of a regression signature's serialized-examples input; raises
-    INVALID_ARGUMENT unless it has one DT_STRING input and an `outputs` output."""
-    input_alias = _examples_input(sig)
-    if "outputs" not in sig.outputs:
-        raise ServingError(
-            Code.INVALID_ARGUMENT, "Expected regression signature outputs to contain 'outputs'"
-        )
-    return input_alias
-
-
-def regression_values(out: Mapping[str, Any], n: int) -> list[float]:
-    """One value per example from a regression run's `outputs` ([n] or [n,1])."""
-    values = np.asarray(out["outputs"], dtype=np.float64).reshape(-1)
-    if values.shape[0] != n:
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            f"Expected output Tensor shape to be [{n}] or [{n},1]",
-        )
-    return values.tolist()
-
-
-def string_tensor(values: list[bytes]) -> np.ndarray:
-    """A 1-D object array of serialized examples (the examples input's feed)."""
-    return _string_tensor(values)

@@ -113,15 +113,6 @@ class ServerCore:
         if self._changed is not None:
             self._changed.set()
 
-    async def _wait_change(self, timeout: float | None) -> bool:
-        assert self._changed is not None
-        event = self._changed
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
     async def _reconcile_loop(self) -> None:
         assert self._changed is not None
         while True:
@@ -383,9 +374,6 @@ class ServerCore:
                     f"Servable {request} is still loading; not available before the request deadline",
                 )
             await self._wait_round(remaining)
-
-    def get_handle_nowait(self, name: str, version: int | None = None, label: str | None = None) -> ServableHandle:
-        return self.manager.get_handle(self.resolve(name, version, label))
 
     # -- status -------------------------------------------------------------------------
     def model_status(self, name: str, version: int | None = None) -> list[VersionStatus]:

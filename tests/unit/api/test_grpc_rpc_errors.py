@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from pyserving.api.grpc.servicers import rpc
 from pyserving.monitoring.metrics import UNKNOWN_MODEL, ServingMetrics
-from pyserving.server.prediction_service import RequestGate
+from pyserving.server.admission import RequestGate
 
 
 class _Context:

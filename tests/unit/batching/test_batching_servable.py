@@ -43,6 +43,7 @@ class Model:
     """y = 2x + 1 and total = sum(x, axis=1): row-wise, so batching must not change a row."""
 
     signatures = {"serving_default": SIG, "seq": SEQ, "broken": BROKEN}
+    runtime_name = "TF1"
 
     def __init__(self, hold_first=False):
         self.runs = []  # the inputs of every run
@@ -400,6 +401,7 @@ def test_loader_wraps_and_closes(scheduler, tmp_path):
     servable = loader.servable()
     assert isinstance(servable, BatchingServable)
     assert servable.signatures is Model.signatures and servable.signature_def_map() == "sigdefs"
+    assert servable.runtime_name == Model.runtime_name
     assert servable.run(SIG, {"x": rows(1)})["total"].tolist() == [1.0]
     loader.unload()
     with pytest.raises(ServingError) as err:

@@ -8,7 +8,7 @@ import orjson
 
 from pyserving.core.event_bus import EventBus
 from pyserving.monitoring.health import Health
-from pyserving.server.prediction_service import RequestGate
+from pyserving.server.admission import RequestGate
 
 
 class FakeCore:

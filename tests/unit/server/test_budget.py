@@ -68,7 +68,7 @@ def test_zero_means_no_bound():
 def test_declared_bytes_counts_a_broadcast_before_allocating():
     from tensorflow.core.framework import tensor_pb2, types_pb2
 
-    from pyserving.api.grpc.tensor_codec import decode_inputs, declared_bytes
+    from pyserving.protos.tensor_codec import decode_inputs, declared_bytes
 
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0])
     proto.tensor_shape.dim.add().size = 250_000_000

@@ -25,6 +25,7 @@ class GatedServable:
     """Runs block until `go` is set; `running` is set when a run has started."""
 
     signatures = {"serving_default": _SIG}
+    runtime_name = "TF1"
 
     def __init__(self) -> None:
         self.go = threading.Event()

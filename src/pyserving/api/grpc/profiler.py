@@ -47,7 +47,7 @@ from typing import Any
 import grpc
 
 from pyserving.api.grpc.status import to_grpc_status
-from pyserving.errors import Code, ServingError, invalid_argument
+from pyserving.errors import Code, ServingError
 from pyserving.protos.profiler_protos import (
     PROFILER_SERVICE,
     ProfileResponse,
@@ -68,7 +68,8 @@ def _plain_name(field: str, value: str) -> str:
     """`value` if it names one entry inside a directory, else INVALID_ARGUMENT."""
     if any(part in value for part in _NOT_IN_A_NAME) or os.path.isabs(value) \
             or len(value.encode()) > _NAME_MAX_BYTES:
-        raise invalid_argument(
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
             f"Invalid {field} {value[:100]!r}: it must be a plain name (no '/', '\\', NUL or '..', "
             f"at most {_NAME_MAX_BYTES} bytes); traces are written under the server's --profiler_dir")
     return value
@@ -78,8 +79,8 @@ def _duration_seconds(request: Any, max_seconds: float) -> float:
     # TF's service reads opts.duration_ms; its clients also set the older top-level field.
     duration_ms = request.opts.duration_ms or request.duration_ms
     if duration_ms > max_seconds * 1000:
-        raise invalid_argument(f"duration_ms {duration_ms} exceeds the limit of {max_seconds:g} s "
-                               "(--profiler_max_duration_seconds)")
+        raise ServingError(Code.INVALID_ARGUMENT, f"duration_ms {duration_ms} exceeds the limit of "
+                           f"{max_seconds:g} s (--profiler_max_duration_seconds)")
     return duration_ms / 1000
 
 

@@ -52,8 +52,8 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from pyserving.api.grpc._handlers import add_service
 from pyserving.api.grpc.profiler import PROFILER_SERVICE, ProfilerServicer
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
+from pyserving.errors import StartupError
 from pyserving.protos.config_protos import SSLConfig, parse_text
-from pyserving.server.lifecycle import StartupError
 from pyserving.server.prediction_service import PredictionService
 
 __all__ = ["GrpcFrontEnd", "parse_channel_arguments", "load_ssl_credentials", "HEALTH_SERVICE_NAMES"]

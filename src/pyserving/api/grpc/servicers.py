@@ -37,25 +37,23 @@ from tensorflow_serving.apis import (
 )
 
 from pyserving.api.grpc.status import to_grpc_status, truncate
-from pyserving.api.grpc.tensor_codec import decode_inputs, encode_outputs
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request
-from pyserving.platforms.base import Signature
-from pyserving.server.model_config import to_model_configs
-from pyserving.server.prediction_service import (
-    DEFAULT_SIGNATURE,
-    ModelSpec,
-    PredictionService,
-    PredictResult,
-    RequestGate,
+from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
+from pyserving.platforms.inference import (
+    CLASSIFY_METHOD_NAME,
+    multi_inference_tasks,
+    serialized_examples,
 )
+from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
+from pyserving.server.admission import RequestGate
+from pyserving.server.model_config import to_model_configs
+from pyserving.server.prediction_service import SMALL_REQUEST_BYTES, ModelSpec, PredictionService, PredictResult
 
 __all__ = ["PredictionServicer", "ModelServicer", "rpc", "DEFAULT_RELOAD_WAIT_SECONDS"]
 
 log = logging.getLogger("pyserving.grpc")
 
-CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
-REGRESS_METHOD_NAME = "tensorflow/serving/regress"
 SIGNATURE_DEF_FIELD = "signature_def"
 # HandleReloadConfigRequest without an RPC deadline waits at most this long for new models.
 DEFAULT_RELOAD_WAIT_SECONDS = 300.0
@@ -65,7 +63,6 @@ _DEADLINE_MARGIN_SECONDS = 0.05
 # of the deadline reaches the server as a cancellation, before the server's own copy of the
 # deadline (which started when the call arrived) has passed (seen once under CI load).
 _DEADLINE_TOLERANCE_SECONDS = 0.05
-_SMALL_REQUEST_BYTES = 64 * 1024  # Predict decoded/encoded on the loop when batched
 _FILL_ON_LOOP_ROWS = 1000
 
 Request = TypeVar("Request")
@@ -181,27 +178,6 @@ def echo_spec(target: Any, name: str, version: int, signature_name: str | None =
         target.signature_name = signature_name or DEFAULT_SIGNATURE
 
 
-def serialized_examples(input_proto: Any) -> Callable[[], list[bytes]]:
-    """A callable building one serialized tf.Example per example (context merged in
-    front, byte-concatenated as TF Serving does); INVALID_ARGUMENT `Input is empty.`"""
-
-    def build() -> list[bytes]:
-        kind = input_proto.WhichOneof("kind")
-        if kind == "example_list":
-            out = [e.SerializeToString() for e in input_proto.example_list.examples]
-        elif kind == "example_list_with_context":
-            with_context = input_proto.example_list_with_context
-            context = with_context.context.SerializeToString()
-            out = [context + e.SerializeToString() for e in with_context.examples]
-        else:
-            out = []
-        if not out:
-            raise ServingError(Code.INVALID_ARGUMENT, "Input is empty.")
-        return out
-
-    return build
-
-
 def _label(label: bytes) -> str:
     return label.decode("utf-8", "replace")
 
@@ -236,7 +212,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             deadline=deadline_of(context),
             api="grpc",
             encode=encode,
-            small=request.ByteSize() <= _SMALL_REQUEST_BYTES,  # batched fast path
+            small=request.ByteSize() <= SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
 
@@ -270,23 +246,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             # TF Serving looks the servable up with the first task's (or an empty) spec.
             raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         name = tasks[0].model_spec.name
-        seen: set[str] = set()
-        for task in tasks:
-            if not task.model_spec.name:
-                raise ServingError(Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
-            if task.model_spec.name != name:
-                raise ServingError(
-                    Code.INVALID_ARGUMENT,
-                    "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
-                )
-            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if signature in seen:
-                raise ServingError(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {signature}")
-            seen.add(signature)
-            if task.method_name not in (CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME):
-                raise ServingError(
-                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
-                )
+        # The signatures are checked when each task runs (the version is not resolved yet).
+        multi_inference_tasks(tasks)
         deadline = deadline_of(context)
         examples = serialized_examples(request.input)
         cached: list[bytes] = []

@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 __all__ = ["JsonParseError", "parse", "debug_string", "quote", "format_double", "json_type",
-           "is_double", "INT64_MIN", "UINT64_MAX"]
+           "is_double", "INT64_MIN", "INT64_MAX", "UINT64_MAX"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

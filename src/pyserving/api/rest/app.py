@@ -22,12 +22,13 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from pyserving.api.rest import request_json, response_json
+from pyserving.api.rest._rapidjson import INT64_MAX
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
 from pyserving.errors import Code, RequestTooLargeError, ServingError
 from pyserving.monitoring.metrics import RequestRecord, current_request
 from pyserving.server.budget import Claim
-from pyserving.server.prediction_service import ModelSpec, PredictionService
+from pyserving.server.prediction_service import SMALL_REQUEST_BYTES, ModelSpec, PredictionService
 
 __all__ = ["RestOptions", "RestApp"]
 
@@ -45,12 +46,10 @@ _MODEL_PATH = re.compile(
 _V1 = re.compile(r"/v1/", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
 _INLINE_PARSE_LIMIT = 256 * 1024
-_SMALL_REQUEST_BYTES = 64 * 1024  # decoded/encoded on the loop when batched
 # A body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
 _CHUNKED_BODY_BYTES = 1 << 20
-_INT64_MAX = 2**63 - 1
 _INFLATE_STEP_BYTES = 16 << 20
-_INT64_DIGITS = len(str(_INT64_MAX))
+_INT64_DIGITS = len(str(INT64_MAX))
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -249,7 +248,7 @@ class RestApp:
             deadline=deadline,
             api="rest",
             encode=lambda r: response_json.encode_predict(r.outputs, fmt, r.signature),
-            small=len(body) <= _SMALL_REQUEST_BYTES,  # batched fast path
+            small=len(body) <= SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
 
@@ -319,7 +318,7 @@ def _parse_version(digits: str) -> int:
     """A URL's version digits as int64 (TF Serving's `absl::SimpleAtoi`); the length is
     checked first so that a huge digit run never reaches int() (which refuses 4300+ digits)."""
     significant = digits.lstrip("0") or "0"
-    if len(significant) > _INT64_DIGITS or int(significant) > _INT64_MAX:
+    if len(significant) > _INT64_DIGITS or int(significant) > INT64_MAX:
         raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {digits} to numeric.")
     return int(significant)
 

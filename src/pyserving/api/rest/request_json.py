@@ -32,14 +32,13 @@ from pyserving.api.rest._example import serialize_example
 from pyserving.api.rest._rapidjson import debug_string, is_double, json_type
 from pyserving.api.rest._raw_array import Chunks, RawArray, gc_paused, try_parse
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import Signature, TensorSpec
+from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 __all__ = [
     "PredictRequest", "PredictPayload", "parse_body", "parse_predict", "predict_inputs",
     "parse_examples",
 ]
 
-DEFAULT_SIGNATURE = "serving_default"
 # The raw-array path (simdjson straight into numpy) costs ~15 us of set-up; the generic
 # one (orjson, then numpy from the lists) costs per nested list. One 28x28x1 image (813
 # lists): 28 us against 200 us; a flat row of 100 floats: 13 us against 8 us. Brackets are

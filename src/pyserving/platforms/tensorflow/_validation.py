@@ -19,14 +19,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import Signature, TensorSpec
+from pyserving.platforms.base import MAX_LENIENT_RANK, Signature, TensorSpec
 from pyserving.platforms.tensorflow._dtypes import accepts, tf_dtype_name
 from pyserving.platforms.tensorflow._signature import format_shape
 
 __all__ = ["bind_inputs", "select_outputs", "check_array", "shape_mismatch_message"]
-
-# Declared ranks up to which an input of another rank is passed to the session as is.
-_MAX_LENIENT_RANK = 2
 
 
 def _join(names: Iterable[str]) -> str:
@@ -112,10 +109,10 @@ def check_array(signature_name: str, spec: TensorSpec, value: np.ndarray) -> Non
         return
     rank = len(shape)
     if value.ndim != rank:
-        if rank > _MAX_LENIENT_RANK:
+        if rank > MAX_LENIENT_RANK:
             raise _invalid(_shape_message(signature_name, spec, value.shape))
         return
-    if rank <= _MAX_LENIENT_RANK:
+    if rank <= MAX_LENIENT_RANK:
         return  # as lenient as TF Serving: [1,3] into [-1,1] runs (the session decides)
     got_shape = value.shape
     for i in range(1, rank):

@@ -251,6 +251,9 @@ class _Runner:
 class TensorFlowServable:
     """A loaded SavedModel version: its signatures and a way to run them."""
 
+    # TF Serving labels Session runs "TF1" ("TFRT" is its other runtime, which this is not).
+    runtime_name = "TF1"
+
     def __init__(
         self,
         session: tf.compat.v1.Session,

@@ -10,7 +10,8 @@ this module:
   ``regress_log`` or ``multi_inference_log`` request is run against the servable being
   loaded (the request's model name and version are irrelevant; its signature name is
   honoured); the logged response is ignored. With batching, that servable is the batching
-  wrapper (TF Serving wraps the session before warmup), so warmup requests are batched. A record with no log set does nothing.
+  wrapper (TF Serving wraps the session before warmup), so warmup requests are batched. A
+  record with no log set does nothing.
   ``session_run_log`` and ``predict_streamed_log`` fail with UNIMPLEMENTED
   ``Unsupported log_type for warmup: <field number>``.
 - Each record is replayed ``num_request_iterations`` times (the flag
@@ -38,15 +39,12 @@ in microseconds and the number of records read. It feeds
 was read to its end or a read error stopped it; here failed warmups are counted too.) A
 callback that raises is logged and ignored.
 
-Request semantics are not written again here: inputs are decoded by the gRPC tensor codec
-(``api/grpc/tensor_codec.py``), examples built by the gRPC servicer's
-``serialized_examples``, and classify / regress results computed by
-``server/prediction_service.py`` (``classify_input``, ``classification_rows``,
-``regress_input``, ``regression_values``). Those modules sit above the platforms; they are
-imported when a warmup file is found, never at import time. Works with any `Servable`
-(the TensorFlow and the TFLite platforms both call `run_warmup` at the end of ``load()``).
-With ``--enable_batching`` the batching wrapper is applied after the load, so warmup runs
-on the unbatched servable (TF Serving warms through its batching session).
+Request semantics are not written again here: inputs are decoded by the tensor codec
+(``protos/tensor_codec.py``), and signature lookup, examples, classify / regress and the
+MultiInference checks are those of live requests (``platforms/inference.py``). Works with
+any `Servable` (the TensorFlow and the TFLite platforms both call `run_warmup` at the end
+of ``load()``; for a batched SavedModel the batching loader calls it once it has wrapped
+the servable).
 
 Thread-safety: `run_warmup` blocks; it is called from the loading thread, before the
 servable is visible to any request.
@@ -61,6 +59,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from pyserving.errors import Code, ServingError
+from pyserving.platforms import inference
+from pyserving.protos.tensor_codec import decode_inputs
 
 __all__ = [
     "MAX_WARMUP_RECORDS",
@@ -81,9 +81,6 @@ MAX_WARMUP_RECORDS = 1000
 # (model_path, status, latency_us, records_read)
 WarmupCallback = Callable[[str, str, int, int], None]
 
-_DEFAULT_SIGNATURE = "serving_default"
-_CLASSIFY_METHOD = "tensorflow/serving/classify"
-_REGRESS_METHOD = "tensorflow/serving/regress"
 _RECORD_PREVIEW_BYTES = 64
 
 
@@ -241,75 +238,37 @@ def _dispatch(servable: Any, prediction_log: Any, timeout_ms: int | None) -> Non
 
 
 def _predict(servable: Any, request: Any, timeout_ms: int | None) -> None:
-    from pyserving.api.grpc.tensor_codec import decode_inputs
-    from pyserving.server.prediction_service import find_signature
-
-    sig = find_signature(servable, request.model_spec.signature_name, "predict")
+    sig = inference.find_signature(servable, request.model_spec.signature_name, "predict")
     inputs = decode_inputs(request.inputs, sig.inputs)
     servable.run(sig, inputs, list(request.output_filter), timeout_ms)
+
+
+def _runner(servable: Any, timeout_ms: int | None) -> inference.Runner:
+    return lambda sig, inputs, output_filter: servable.run(sig, inputs, output_filter, timeout_ms)
 
 
 def _classify(
     servable: Any, request: Any, timeout_ms: int | None, signature_name: str | None = None
 ) -> None:
-    from pyserving.api.grpc.servicers import serialized_examples
-    from pyserving.server import prediction_service as ps
-
     name = request.model_spec.signature_name if signature_name is None else signature_name
-    sig = ps.find_signature(servable, name, "classify")
-    examples = serialized_examples(request.input)()
-    alias = ps.classify_input(sig)
-    out = servable.run(sig, {alias: ps.string_tensor(examples)}, (), timeout_ms)
-    ps.classification_rows(out, len(examples))
+    sig = inference.find_signature(servable, name, "classify")
+    examples = inference.serialized_examples(request.input)()
+    inference.classify(_runner(servable, timeout_ms), sig, examples)
 
 
 def _regress(
     servable: Any, request: Any, timeout_ms: int | None, signature_name: str | None = None
 ) -> None:
-    from pyserving.api.grpc.servicers import serialized_examples
-    from pyserving.server import prediction_service as ps
-
     name = request.model_spec.signature_name if signature_name is None else signature_name
-    sig = ps.find_signature(servable, name, "regress")
-    examples = serialized_examples(request.input)()
-    alias = ps.regress_input(sig)
-    out = servable.run(sig, {alias: ps.string_tensor(examples)}, ("outputs",), timeout_ms)
-    ps.regression_values(out, len(examples))
+    sig = inference.find_signature(servable, name, "regress")
+    examples = inference.serialized_examples(request.input)()
+    inference.regress(_runner(servable, timeout_ms), sig, examples)
 
 
 def _multi_inference(servable: Any, request: Any, timeout_ms: int | None) -> None:
     """TF Serving's ``TensorFlowMultiInferenceRunner`` checks, then each task in turn."""
-    model_name = ""
-    seen: set[str] = set()
-    for task in request.tasks:
-        spec = task.model_spec
-        if not spec.name:
-            raise ServingError(Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
-        if not model_name:
-            model_name = spec.name
-        elif spec.name != model_name:
-            raise ServingError(
-                Code.INVALID_ARGUMENT,
-                "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
-            )
-        signature = spec.signature_name or _DEFAULT_SIGNATURE
-        if signature in seen:
-            raise ServingError(
-                Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {signature}"
-            )
-        seen.add(signature)
-        if signature not in servable.signatures:
-            raise ServingError(
-                Code.INVALID_ARGUMENT,
-                f"Requested signature not found in model graph: {signature}",
-            )
-        if task.method_name not in (_CLASSIFY_METHOD, _REGRESS_METHOD):
-            raise ServingError(
-                Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
-            )
-    for task in request.tasks:
-        signature = task.model_spec.signature_name or _DEFAULT_SIGNATURE
-        if task.method_name == _CLASSIFY_METHOD:
+    for signature, method in inference.multi_inference_tasks(request.tasks, servable.signatures):
+        if method == inference.CLASSIFY_METHOD_NAME:
             _classify(servable, request, timeout_ms, signature)
         else:
             _regress(servable, request, timeout_ms, signature)

@@ -81,7 +81,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import Signature
+from pyserving.platforms import TFLITE_MODEL_FILENAME
+from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
 from pyserving.platforms.tensorflow._dtypes import tf_dtype_name
 from pyserving.platforms.tensorflow._signature import describe_tensors, signature_from_def
 from pyserving.platforms.tensorflow._validation import bind_inputs, select_outputs
@@ -94,13 +95,11 @@ from pyserving.platforms.tflite.interpreter_pool import (
     runtime_version,
 )
 
-__all__ = ["MODEL_FILENAME", "TfLiteLoader", "TfLiteServable"]
+__all__ = ["TfLiteLoader", "TfLiteServable"]
 
 log = logging.getLogger("pyserving.tflite")
 
-MODEL_FILENAME = "model.tflite"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
-DEFAULT_SIGNATURE = "serving_default"
 _DEFAULT_POOLS = os.cpu_count() or 1
 
 
@@ -136,13 +135,13 @@ class TfLiteLoader:
         """Load (and warm up) the model; raises `ServingError`, leaving nothing allocated."""
         if self._servable is not None:
             return
-        path = os.path.join(self._export_dir, MODEL_FILENAME)
+        path = os.path.join(self._export_dir, TFLITE_MODEL_FILENAME)
         try:
             with open(path, "rb") as f:
                 model = f.read()
         except FileNotFoundError:
             raise ServingError(
-                Code.NOT_FOUND, f"Could not find {MODEL_FILENAME} in {self._export_dir}"
+                Code.NOT_FOUND, f"Could not find {TFLITE_MODEL_FILENAME} in {self._export_dir}"
             ) from None
         except OSError as e:
             raise ServingError(Code.FAILED_PRECONDITION, f"Cannot read {path}: {e}") from None
@@ -199,6 +198,10 @@ class _Binding:
 class TfLiteServable:
     """A loaded TFLite model: its signatures and a thread-safe way to run them."""
 
+    # TF Serving runs a TFLite model through a `TfLiteSession`, a Session like any other,
+    # so its runs are labelled "TF1" too.
+    runtime_name = "TF1"
+
     def __init__(self, model: bytes, export_dir: str, num_interpreters: int) -> None:
         """Build the pool and the signatures; raises `ServingError` on a bad model."""
         self._export_dir = export_dir
@@ -209,7 +212,7 @@ class TfLiteServable:
         except Exception as e:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
             raise ServingError(
                 Code.INVALID_ARGUMENT,
-                f"Cannot build a TFLite interpreter from {os.path.join(export_dir, MODEL_FILENAME)}: "
+                f"Cannot build a TFLite interpreter from {os.path.join(export_dir, TFLITE_MODEL_FILENAME)}: "
                 f"{type(e).__name__}: {e}",
             ) from None
         try:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from pyserving.api.grpc import tensor_codec as codec
+from pyserving.protos import tensor_codec as codec
 from pyserving.errors import Code, ServingError
 
 RNG = np.random.default_rng(7)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from pyserving.errors import Code, ServingError
-from pyserving.server.prediction_service import RequestGate
+from pyserving.server.admission import RequestGate
 
 
 def test_bound_applies_per_model_and_only_to_inference():
