@@ -4,7 +4,7 @@
         [--batching BATCHING_PARAMETERS_FILE] [--clients 64] [--seconds 3] [--rounds 3]
         [--model real|no-tf|instant] [--server-flag=--some_flag=value ...]
 
-Starts the real server in this process (`lifecycle.serve`, REST and gRPC on free loopback
+Starts the real server in this process (`Server`, REST and gRPC on free loopback
 ports, the models of MODEL_CONFIG), then calls its ASGI app directly from `--clients`
 coroutines, each POSTing BODY to `--path` over and over, and prints per round: requests/s,
 CPU microseconds per request on the event-loop thread and in the whole process. With no HTTP
@@ -12,8 +12,10 @@ server and no client in the way, these move much less between runs than wrk's fi
 small changes to the request path can be compared (run it pinned: `taskset -c 0`).
 
 `--model` separates the costs: `no-tf` keeps batching but answers every batch with zeros
-instead of running TensorFlow (the batching hand-off without the model); `instant` answers
-a batched request at once, without queueing it (the app alone; needs `--batching`).
+instead of running TensorFlow (the batching hand-off without the model: a stand-in loader
+given to the `Server`); `instant` answers a batched request at once, without queueing it
+(the app alone; needs `--batching`; it replaces the batching servable's `run_async`, the
+one thing no `Server` option can stand in for).
 bench/RESULTS.md's analysis quotes this driver.
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 import time
@@ -39,30 +40,15 @@ _import_tensorflow()  # as the server does, before anything else imports TensorF
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
 
-from pyserving.api.rest import app as rest_app  # noqa: E402
 from pyserving.batching import batching_servable  # noqa: E402
 from pyserving.cli.flags import parse_flags  # noqa: E402
-from pyserving.platforms.tensorflow import saved_model  # noqa: E402
-from pyserving.server import lifecycle  # noqa: E402
+from pyserving.model_server import Server  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def capture_apps() -> list[Any]:
-    """The RestApp the server builds (it keeps no reference a caller could reach)."""
-    apps: list[Any] = []
-    init = rest_app.RestApp.__init__
-
-    def recording_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        apps.append(self)
-
-    rest_app.RestApp.__init__ = recording_init  # type: ignore[method-assign]
-    return apps
 
 
 def _zeros(signature: Any, inputs: Any) -> dict[str, Any]:
@@ -72,18 +58,40 @@ def _zeros(signature: Any, inputs: Any) -> dict[str, Any]:
             for alias, spec in signature.outputs.items()}
 
 
-def stub_model(mode: str) -> None:
-    if mode == "no-tf":
-        def zeros(self: Any, signature: Any, inputs: Any, output_filter: Any = (), timeout_ms: Any = None) -> Any:
-            return _zeros(signature, inputs)
-        saved_model.TensorFlowServable.run = zeros  # type: ignore[method-assign]
-    elif mode == "instant":
-        async def at_once(self: Any, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
-            return _zeros(signature, inputs)
-        batching_servable.BatchingServable.run_async = at_once  # type: ignore[method-assign]
+class ZerosLoader:
+    """A platform loader whose servable answers zeros instead of running TensorFlow."""
+
+    def __init__(self, inner: Any) -> None:
+        object.__setattr__(self, "_inner", inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)
+
+    def servable(self) -> Any:
+        return ZerosServable(self._inner.servable())
 
 
-async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
+class ZerosServable:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def run(self, signature: Any, inputs: Any, output_filter: Any = (), timeout_ms: Any = None) -> Any:
+        return _zeros(signature, inputs)
+
+
+def answer_batched_requests_at_once() -> None:
+    async def at_once(self: Any, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
+        return _zeros(signature, inputs)
+    batching_servable.BatchingServable.run_async = at_once  # type: ignore[method-assign]
+
+
+async def drive(args: argparse.Namespace) -> None:
     with open(args.body, "rb") as f:
         body = f.read()
     flags = [f"--port={free_port()}", f"--rest_api_port={free_port()}", f"--model_config_file={args.model_config}",
@@ -91,7 +99,12 @@ async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
     if args.batching:
         flags += ["--enable_batching", f"--batching_parameters_file={args.batching}"]
     flags += args.server_flag
-    server = asyncio.create_task(lifecycle.serve(parse_flags(flags)[0]))
+    wrapper = (lambda loader, sid, path: ZerosLoader(loader)) if args.model == "no-tf" else None
+    server = Server(parse_flags(flags)[0], loader_wrapper=wrapper)
+    await server.start()
+    await server.wait_ready()
+    app = server.rest_app
+    assert app is not None
     scope = {"type": "http", "method": "POST", "path": args.path, "raw_path": args.path.encode(),
              "query_string": b"", "headers": [(b"content-type", b"application/json"),
                                               (b"content-length", str(len(body)).encode())]}
@@ -104,13 +117,6 @@ async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
         if message["type"] == "http.response.start":
             statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
-    while not (apps and statuses.get(200)):  # until the model answers
-        if server.done():
-            server.result()
-        await asyncio.sleep(0.05)
-        if apps:
-            await apps[0](scope, receive, send)
-    app = apps[0]
     stop = False
     count = 0
 
@@ -134,8 +140,8 @@ async def drive(args: argparse.Namespace, apps: list[Any]) -> None:
         await asyncio.gather(*tasks)
         print(f"{n / wall:8.0f} req/s   loop {1e6 * loop_cpu / n:6.1f} µs/req   "
               f"process {1e6 * cpu / n:6.1f} µs/req   statuses {dict(statuses)}", flush=True)
-    os.kill(os.getpid(), signal.SIGTERM)  # the server drains and returns
-    await server
+    server.request_stop()
+    await server.stop()
 
 
 def main() -> None:
@@ -152,9 +158,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.model == "instant" and not args.batching:
         ap.error("--model instant needs --batching")
-    apps = capture_apps()
-    stub_model(args.model)
-    uvloop.run(drive(args, apps))
+    if args.model == "instant":
+        answer_batched_requests_at_once()
+    uvloop.run(drive(args))
 
 
 if __name__ == "__main__":

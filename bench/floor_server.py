@@ -4,7 +4,7 @@
 
 One process, one uvloop event loop, as the server runs: uvicorn with pyserving's own
 `HttpProtocol` and the same settings (body read buffer included, since it imports
-`pyserving.server.lifecycle`), and a `grpc.aio` server. The REST app reads the whole body
+`pyserving.api.rest.server`), and a `grpc.aio` server. The REST app reads the whole body
 and answers with the bytes of ANSWER_JSON; the gRPC `PredictionService.Predict` answers
 with the serialized `PredictResponse` in ANSWER_PB. No routing, no JSON, no model, no
 metrics, no thread hop. `bench/run.py` measures it like the real server: the time and CPU
@@ -29,7 +29,7 @@ import uvloop  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from pyserving.api.rest._http import HttpProtocol  # noqa: E402
-from pyserving.server import lifecycle  # noqa: E402,F401  (sets uvicorn's body read buffer, as served)
+from pyserving.api.rest import server as rest_server  # noqa: E402,F401  (sets uvicorn's body read buffer, as served)
 
 _JSON = [(b"content-type", b"application/json")]
 

@@ -6,7 +6,9 @@ import asyncio
 import ctypes
 import logging
 import os
+import signal
 import sys
+from typing import Any
 
 from pyserving.cli.flags import FlagError, parse_flags, set_flags, unknown_argument_message, usage
 from pyserving.errors import StartupError
@@ -99,28 +101,56 @@ def main(argv: list[str] | None = None) -> int:
     _keep_freed_memory()
     try:
         _import_tensorflow(verbose=options.log_level == "DEBUG")  # first: the gRPC API protos import it too
-        from pyserving.server.lifecycle import serve, threads_left_behind
+        from pyserving.model_server import Server
     except KeyboardInterrupt:  # Ctrl-C during the seconds of imports: no traceback
         return 1
 
+    server: Server | None = None
+
+    async def serve() -> None:
+        nonlocal server
+        server = Server(options)
+        _stop_on_signals(server)
+        await server.run()
+
+    code = 0
     try:
         try:
             import uvloop
         except ImportError:  # pragma: no cover - optional speed-up
-            code = asyncio.run(serve(options))
+            asyncio.run(serve())
         else:
-            code = uvloop.run(serve(options))
+            uvloop.run(serve())
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 1
-    if threads_left_behind():  # a stuck load would block the interpreter's exit forever
+    if server is not None and server.threads_left_behind:  # a stuck load would block the exit forever
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _stop_on_signals(server: Any) -> None:
+    """The first SIGTERM/SIGINT drains and stops the server; a second one exits at once."""
+    log = logging.getLogger("pyserving")
+    seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            log.warning("Second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("Received %s: draining requests in flight, then exiting", signal.Signals(signum).name)
+        server.request_stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
 
 
 if __name__ == "__main__":

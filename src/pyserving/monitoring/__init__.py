@@ -1,4 +1,4 @@
 """Operability: Prometheus metrics (`metrics`, `exporter`) and health/readiness (`health`).
 
-Nothing here is imported by `core/`; the server wires it in `server/lifecycle.py`.
+Nothing here is imported by `core/`; the server wires it in `model_server.py`.
 """

@@ -7,7 +7,7 @@
   otherwise 503 `{"error": "Not ready: <reason>"}` (TF Serving's error shape).
 - `watch(on_change)` calls `on_change(ready)` whenever readiness flips (woken by every
   `ServableState` event, and re-checked every `interval` seconds for changes no event
-  announces, such as a config reload); the lifecycle feeds it to the gRPC health service.
+  announces, such as a config reload); the `Server` feeds it to the gRPC health service.
 
 Everything here runs on the event loop; `core` is a `ServerCore` (`is_ready`, `models`,
 `bus`) and `gate` anything with a `draining` attribute (the `RequestGate`).

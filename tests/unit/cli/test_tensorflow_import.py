@@ -34,7 +34,7 @@ def test_versions_loaded_while_serving_are_kept_out_of_the_cyclic_gc():
 
     from pyserving.core.servable_id import ServableId
     from pyserving.core.servable_state import ManagerState, ServableState
-    from pyserving.server import lifecycle
+    from pyserving import model_server as lifecycle
 
     gc.unfreeze()
     try:

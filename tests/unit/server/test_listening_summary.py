@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyserving.cli.flags import parse_flags
-from pyserving.server.lifecycle import listening_summary
+from pyserving.model_server import listening_summary
 
 
 def _options(*args: str):

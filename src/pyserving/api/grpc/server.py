@@ -4,7 +4,7 @@ Services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelServi
 `tensorflow.ProfilerService` (TF's profiler in this process, writing only under
 `--profiler_dir`, see `profiler.py`; on unless `--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
 harmless; `""`, `ModelService`, `PredictionService` and their full names report NOT_SERVING
-until `set_health(True)`: the lifecycle drives it from readiness, so it says SERVING only
+until `set_health(True)`: the `Server` drives it from readiness, so it says SERVING only
 while every configured model has an AVAILABLE version and the server is not draining) and
 server reflection listing them. Every unary service is registered by `_handlers.add_service`:
 a request whose bytes do not parse answers INVALID_ARGUMENT.
@@ -29,7 +29,7 @@ and not applied. Model execution is bounded by the service's executor instead. (
 it to `maximum_concurrent_rpcs` was rejected: that answers RESOURCE_EXHAUSTED where TF
 Serving queues.)
 
-Shutdown: the lifecycle sets `should_exit` (like on `uvicorn.Server`); health turns
+Shutdown: the `Server` sets `should_exit` (like on `uvicorn.Server`); health turns
 NOT_SERVING, new RPCs are refused and RPCs in flight get `--shutdown_grace_seconds`.
 """
 
@@ -53,6 +53,7 @@ from pyserving.api.grpc._handlers import add_service
 from pyserving.api.grpc.profiler import PROFILER_SERVICE, ProfilerServicer
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
 from pyserving.errors import StartupError
+from pyserving.options import ServerOptions
 from pyserving.protos.config_protos import SSLConfig, parse_text
 from pyserving.server.prediction_service import PredictionService
 
@@ -167,7 +168,7 @@ class GrpcFrontEnd:
     @classmethod
     async def start(
         cls,
-        options: Any,
+        options: ServerOptions,
         service: PredictionService,
         *,
         metric_value: Callable[[str], int] | None = None,
@@ -212,7 +213,7 @@ class GrpcFrontEnd:
             _bind(server, f"unix:{socket_path}", credentials)
         await server.start()
         front = cls(server, health_servicer, profiler, options.shutdown_grace_seconds, socket_path)
-        await front.set_health(False)  # the lifecycle reports readiness
+        await front.set_health(False)  # the Server reports readiness
         if credentials is not None:
             log.info("Using SSL credentials")
         if profiler is not None:
