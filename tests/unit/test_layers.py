@@ -209,3 +209,15 @@ def test_the_checks_see_deferred_and_upward_imports(tmp_path, monkeypatch):
     assert graph["pyserving.server.a"] == {"pyserving.api.b": 2}
     assert _cycles(_edges(graph)) == [["pyserving.api.b", "pyserving.server.a"]]
     assert _layer("pyserving.server.a") < _layer("pyserving.api.b")
+
+
+def test_front_ends_reach_the_server_only_through_the_data_plane():
+    """A front end calls `PredictionService`; it never reaches past it into the core, so a
+    new front end needs nothing below api/."""
+    reaching = []
+    for name, path in _modules().items():
+        if name.startswith("pyserving.api."):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if ".core." in line and "pyserving.core." not in line:
+                    reaching.append(f"{name}:{number}: {line.strip()}")
+    assert not reaching, "\n".join(reaching)

@@ -1,8 +1,9 @@
-"""Transport-agnostic inference and model services.
+"""The data plane: every operation a front end offers, transport-neutral.
 
-REST and gRPC front ends decode their wire format, call these methods, and encode the
-typed result; every behaviour (version resolution, deadlines, metrics, status, metadata)
-is written here once. What a request means for a servable (signature lookup,
+Predict, classify, regress, multi-inference, metadata, status and config reload: REST and
+gRPC front ends (and any other) decode their wire format, call these methods, and encode
+the typed result; every behaviour (version resolution, deadlines, metrics, status,
+metadata) is written here once. What a request means for a servable (signature lookup,
 classify/regress semantics) comes from `platforms/inference.py`, which warmup shares.
 Model execution, and the decode and encode callbacks the front ends pass in, run on a
 worker thread, never on the loop.
@@ -32,9 +33,10 @@ from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
 from pyserving.platforms import inference
 from pyserving.platforms.base import Signature
-from pyserving.platforms.inference import Api, find_signature
+from pyserving.platforms.inference import CLASSIFY_METHOD_NAME, Api, find_signature
 from pyserving.server.admission import RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
+from pyserving.server.model_config import ModelConfig
 from pyserving.server.server_core import ServerCore, VersionStatus
 
 __all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
@@ -104,6 +106,7 @@ class PredictionService:
         self.metrics = metrics if metrics is not None else ServingMetrics()
         self.gate = gate if gate is not None else RequestGate()
         self.budget = budget if budget is not None else MemoryBudget()
+        self._reload_lock = asyncio.Lock()
 
     async def _handle(self, spec: ModelSpec, deadline: float | None) -> ServableHandle:
         if not spec.name:
@@ -273,10 +276,46 @@ class PredictionService:
         finally:
             handle.release()
 
+    async def multi_inference(
+        self,
+        spec: ModelSpec,
+        tasks: Sequence[tuple[str, str]],
+        examples: Callable[[], list[bytes]],
+        *,
+        deadline: float | None = None,
+    ) -> list[ClassifyResult | RegressResult]:
+        """TF Serving's MultiInference: each (signature name, method name) task runs on the
+        same examples (serialized once); the version comes from `spec` for the first task,
+        and every later task is pinned to the version the first one ran on."""
+        cached: list[bytes] = []
+
+        def shared_examples() -> list[bytes]:
+            if not cached:
+                cached.extend(examples())
+            return cached
+
+        results: list[ClassifyResult | RegressResult] = []
+        for signature_name, method in tasks:
+            if results:
+                task_spec = ModelSpec(spec.name, results[0].version, None, signature_name)
+            else:
+                task_spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+            if method == CLASSIFY_METHOD_NAME:
+                results.append(await self.classify(task_spec, shared_examples, deadline=deadline))
+            else:
+                results.append(await self.regress(task_spec, shared_examples, deadline=deadline))
+        return results
+
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
-        if not name:
-            raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
+        """Every version's state, or one version's (NOT_FOUND for a model or version the
+        server does not have; an empty name is such a model)."""
         return self.core.model_status(name, version)
+
+    async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float) -> None:
+        """Replace the served models (TF Serving's HandleReloadConfigRequest); one reload at
+        a time, each waiting at most `wait_timeout` for its new models to load."""
+        async with self._reload_lock:
+            await self.core.reload_config(models, wait_timeout=wait_timeout)
 
 
 def _claim_outputs(claim: Claim | None, outputs: Mapping[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 Thin: each method checks the request the way TF Serving does before anything runs
 (`Missing ModelSpec`, metadata fields, MultiInference task rules, reload config kind),
-converts the protos, delegates to `PredictionService` / `ServerCore`, and builds the
+converts the protos, delegates to `PredictionService` (the data plane), and builds the
 response. Tensor decoding and response encoding for Predict run on the service's worker
 thread (the `decode`/`encode` callbacks), never on the event loop.
 
@@ -40,15 +40,17 @@ from pyserving.api.grpc.status import to_grpc_status, truncate
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
-from pyserving.platforms.inference import (
-    CLASSIFY_METHOD_NAME,
-    multi_inference_tasks,
-    serialized_examples,
-)
+from pyserving.platforms.inference import multi_inference_tasks, serialized_examples
 from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
 from pyserving.server.admission import RequestGate
 from pyserving.server.model_config import to_model_configs
-from pyserving.server.prediction_service import SMALL_REQUEST_BYTES, ModelSpec, PredictionService, PredictResult
+from pyserving.server.prediction_service import (
+    SMALL_REQUEST_BYTES,
+    ClassifyResult,
+    ModelSpec,
+    PredictionService,
+    PredictResult,
+)
 
 __all__ = ["PredictionServicer", "ModelServicer", "rpc", "DEFAULT_RELOAD_WAIT_SECONDS"]
 
@@ -247,35 +249,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         name = tasks[0].model_spec.name
         # The signatures are checked when each task runs (the version is not resolved yet).
-        multi_inference_tasks(tasks)
-        deadline = deadline_of(context)
-        examples = serialized_examples(request.input)
-        cached: list[bytes] = []
-
-        def shared_examples() -> list[bytes]:  # serialize once for every task
-            if not cached:
-                cached.extend(examples())
-            return cached
-
-        # The version comes from the first task's spec; later tasks are pinned to it.
-        first = spec_from_proto(tasks[0].model_spec)
-        version: int | None = None
+        results = await self._service.multi_inference(
+            spec_from_proto(tasks[0].model_spec), multi_inference_tasks(tasks),
+            serialized_examples(request.input), deadline=deadline_of(context))
         response = inference_pb2.MultiInferenceResponse()
-        for task in tasks:
-            if version is None:
-                spec = ModelSpec(first.name, first.version, first.label, task.model_spec.signature_name)
-            else:
-                spec = ModelSpec(name, version, None, task.model_spec.signature_name)
+        for result in results:
             result_proto = response.results.add()
-            if task.method_name == CLASSIFY_METHOD_NAME:
-                classified = await self._service.classify(spec, shared_examples, deadline=deadline)
-                _fill_classifications(result_proto.classification_result, classified.classifications)
-                version, signature = classified.version, classified.signature_name
+            if isinstance(result, ClassifyResult):
+                _fill_classifications(result_proto.classification_result, result.classifications)
             else:
-                regressed = await self._service.regress(spec, shared_examples, deadline=deadline)
-                _fill_regressions(result_proto.regression_result, regressed.values)
-                version, signature = regressed.version, regressed.signature_name
-            echo_spec(result_proto.model_spec, name, version, signature)
+                _fill_regressions(result_proto.regression_result, result.values)
+            echo_spec(result_proto.model_spec, name, result.version, result.signature_name)
         return response
 
     @rpc
@@ -335,7 +319,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         spec = request.model_spec
         version = spec.version.value if spec.HasField("version") else None
         # TF Serving answers an empty name with NOT_FOUND (no versions), not a name error.
-        statuses = self._service.core.model_status(spec.name, version)
+        statuses = self._service.status(spec.name, version)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add(version=status.version, state=int(status.state))
@@ -376,7 +360,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                     else max(0.0, remaining - _DEADLINE_MARGIN_SECONDS)
                 )
                 try:
-                    await self._service.core.reload_config(to_model_configs(config), wait_timeout=wait)
+                    await self._service.reload_config(to_model_configs(config), wait_timeout=wait)
                 except ServingError as err:
                     error = err
             after = self._metrics(request.metric_names)

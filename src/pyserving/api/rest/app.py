@@ -207,6 +207,8 @@ class RestApp:
         raise malformed
 
     def _status(self, name: str, version: int | None) -> bytes:
+        if not name:
+            raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         statuses = self.service.status(name, version)
         return response_json.encode_status(
             [(s.version, s.state.name, s.error_code.name, s.error_message) for s in statuses]
