@@ -32,7 +32,7 @@ def parse_log_level(text: str) -> str:
 def flag(default: T, help: str, *, inert: bool = False, parse: Callable[[str], T] | None = None) -> T:
     """A field of the table (typed as its value, for the type checker)."""
     metadata = {"help": help, "inert": inert, "parse": parse}
-    return field(default=default, metadata=metadata)  # type: ignore[no-any-return]
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)

@@ -443,11 +443,11 @@ class BatchingServable:
         def process(tasks: list[BatchTask], padded_size: int) -> None:
             pieces: list[_Piece] = tasks  # type: ignore[assignment]
             now = time.monotonic()
-            deadlines = [p.deadline for p in pieces]
-            if any(d is None for d in deadlines):
+            deadlines = [p.deadline for p in pieces if p.deadline is not None]
+            if len(deadlines) < len(pieces):  # one piece without a deadline: the batch has none
                 timeout_ms = None
             else:
-                timeout_ms = max(1, math.ceil((max(deadlines) - now) * 1000))  # type: ignore[type-var]
+                timeout_ms = max(1, math.ceil((max(deadlines) - now) * 1000))
             done: list[_Request] = []
             try:
                 if pieces[0].merge_key is None:  # a request that runs alone, as sent

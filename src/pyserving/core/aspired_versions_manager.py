@@ -22,6 +22,7 @@ and read without it (the request path takes no manager lock).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -173,9 +174,9 @@ class AspiredVersionsManager:
             self._publish(event)
         for kind, h in work:
             if kind is ActionKind.LOAD:
-                self._submit(lambda h=h: self._load(h))
+                self._submit(functools.partial(self._load, h))
             else:
-                self._submit_unload(lambda h=h: self._unload(h))
+                self._submit_unload(functools.partial(self._unload, h))
         return bool(applied or work or events or changed_names)
 
     def _apply_aspired(self, name: str, data: list[ServableData], events: list[ServableState]) -> bool:
@@ -269,6 +270,7 @@ class AspiredVersionsManager:
         error: ServingError | None = None
         while True:
             try:
+                assert h.loader is not None  # harnesses without one are errors, never loaded
                 h.loader.load()
                 error = None
                 break
@@ -298,6 +300,7 @@ class AspiredVersionsManager:
             log.warning("Servable %s finished loading after it timed out; unloading it", h.id)
             if error is None:
                 try:
+                    assert h.loader is not None
                     h.loader.unload()
                 except BaseException:  # noqa: BLE001
                     log.exception("Unloading servable %s failed", h.id)
@@ -324,7 +327,8 @@ class AspiredVersionsManager:
                 "still holding it: %s", h.id, len(still_held), "; ".join(still_held),
             )
         try:
-            h.loader.unload()
+            if h.loader is not None:
+                h.loader.unload()
         except BaseException:  # noqa: BLE001
             log.exception("Unloading servable %s failed", h.id)
         with self._lock:

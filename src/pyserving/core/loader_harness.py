@@ -116,4 +116,5 @@ class LoaderHarness:
         return len(self._holders)
 
     def servable(self) -> Any:
+        assert self.loader is not None, "a harness without a loader has no servable"
         return self.loader.servable()

@@ -319,14 +319,14 @@ class ServingMetrics:
             "pyserving_batch_queue_depth", "Tasks waiting in the batch queue.", ["model"], registry=self.registry
         )
         self._in_flight = _InFlightCollector(self.model_label)
-        self.registry.register(self._in_flight)  # type: ignore[arg-type]
+        self.registry.register(self._in_flight)
         self.event_loop_lag = self._histogram(
             "pyserving_event_loop_lag_seconds", "How late the event loop ran a callback it was handed.",
             [], LOOP_LAG_SECONDS_BUCKETS,
         )
         self._open: set[RequestRecord] = set()  # requests started and not finished
         self._watchdog = _WatchdogCollector(self._open)
-        self.registry.register(self._watchdog)  # type: ignore[arg-type]
+        self.registry.register(self._watchdog)
 
         # Label-child caches for the request path (key tuple -> child).
         self._count_children: dict[tuple[str, str], Any] = {}

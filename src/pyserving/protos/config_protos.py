@@ -35,7 +35,7 @@ POOL = descriptor_pool.DescriptorPool()
 POOL.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
 
 
-def _field(name: str, number: int, ftype: int, type_name: str = "", repeated: bool = False) -> _F:
+def _field(name: str, number: int, ftype: int, type_name: str = "", repeated: bool = False) -> Any:
     field = _F(
         name=name,
         number=number,
@@ -48,7 +48,7 @@ def _field(name: str, number: int, ftype: int, type_name: str = "", repeated: bo
     return field
 
 
-def _file(name: str, messages: dict[str, list[_F]], deps: tuple[str, ...] = ()) -> None:
+def _file(name: str, messages: dict[str, list[Any]], deps: tuple[str, ...] = ()) -> None:
     fdp = descriptor_pb2.FileDescriptorProto(
         name=name, package="tensorflow.serving", syntax="proto3", dependency=list(deps)
     )

@@ -28,12 +28,12 @@ _F = descriptor_pb2.FieldDescriptorProto
 _POOL = descriptor_pool.DescriptorPool()
 
 
-def _field(name: str, number: int, ftype: int, type_name: str = "", repeated: bool = False) -> _F:
+def _field(name: str, number: int, ftype: int, type_name: str = "", repeated: bool = False) -> Any:
     label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
     return _F(name=name, number=number, type=ftype, label=label, type_name=type_name or None)
 
 
-def _file(name: str, package: str, messages: dict[str, list[_F]],
+def _file(name: str, package: str, messages: dict[str, list[Any]],
           services: dict[str, list[tuple[str, str, str]]] | None = None) -> None:
     fdp = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
     for message_name, fields in messages.items():

@@ -119,7 +119,7 @@ for _name, _attr, _field, _wire in (
 _BY_ENUM: dict[int, _Kind] = {k.enum: k for k in _KINDS}
 _BY_DTYPE: dict[np.dtype, _Kind] = {k.dtype: k for k in _KINDS if k.enum != types_pb2.DT_STRING}
 _HALF_TYPES = frozenset((types_pb2.DT_HALF, types_pb2.DT_BFLOAT16))
-_COMPLEX_PART = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+_COMPLEX_PART: dict[np.dtype[Any], np.dtype[Any]] = {np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
 
 
 def dtype_enum(array: np.ndarray) -> int:

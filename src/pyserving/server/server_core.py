@@ -126,7 +126,7 @@ class ServerCore:
                           _MAX_STEPS_PER_ROUND)
             # wake waiters: they re-check after every round
             self._round_done.set()
-            self._round_done = asyncio.Event()
+            self._round_done: asyncio.Event = asyncio.Event()
 
     # -- source callbacks (poll thread) -------------------------------------------------
     def _on_versions(self, name: str, versions: dict[int, str]) -> None:

@@ -16,7 +16,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 from urllib.parse import unquote
 
 from google.protobuf import json_format
@@ -244,7 +244,7 @@ class RestApp:
     ) -> bytes:
         doc = await self._parse(body, deadline)
         signature_name, fmt, value = request_json.parse_predict(doc)
-        return await self.service.predict(
+        encoded = await self.service.predict(
             ModelSpec(name, version, label, signature_name),
             lambda sig: request_json.predict_inputs(fmt, value, sig),
             deadline=deadline,
@@ -253,6 +253,7 @@ class RestApp:
             small=len(body) <= SMALL_REQUEST_BYTES,  # batched fast path
             claim=claim,
         )
+        return cast(bytes, encoded)  # `encode` given: the encoded answer
 
     async def _examples(
         self, verb: str, name: str, version: int | None, label: str | None, body: bytes | Chunks, deadline: float

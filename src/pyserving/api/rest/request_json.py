@@ -20,6 +20,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -77,7 +78,7 @@ def _format_error(value: Any, *parts: str) -> ServingError:
 # --------------------------------------------------------------------------- parsing
 
 
-class _JsonDoc(dict):  # type: ignore[type-arg]
+class _JsonDoc(dict):
     """A top-level JSON object; `maybe_bools` is False when the body has no `true`/`false`
     token at all, which lets numeric conversion trust numpy's dtype inference."""
 
@@ -113,7 +114,7 @@ def parse_body(body: bytes | Chunks) -> Any:
         body = body[:]
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
-    body = bytes(body)
+    body = body[:] if isinstance(body, Chunks) else bytes(body)
     if len(body) >= _RAW_MIN_BYTES and _only_whitespace(body.removeprefix(b"\xef\xbb\xbf")):
         # give up at once: no parser can make a request of it (a gzip bomb's favourite)
         raise _invalid(f"JSON Parse error: The document is empty. at offset: {len(body)}")
@@ -545,6 +546,14 @@ _B64_WS = re.compile(r"[ \t\n\r\f\v]")
 _B64_BODY = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
+if sys.version_info >= (3, 11):
+    def _a2b_base64(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)
+else:  # no strict_mode before 3.11; the callers' pattern check admits only the alphabet
+    def _a2b_base64(text: str) -> bytes:
+        return binascii.a2b_base64(text)
+
+
 def _b64decode(text: str) -> bytes | None:
     """absl::Base64Unescape: standard alphabet, padding optional, whitespace skipped."""
     s = _B64_WS.sub("", text)
@@ -555,7 +564,7 @@ def _b64decode(text: str) -> bytes | None:
     if len(data) % 4 == 1 or (pad and (len(data) + pad) % 4):
         return None
     try:
-        return binascii.a2b_base64(data + "=" * (-len(data) % 4), strict_mode=True)
+        return _a2b_base64(data + "=" * (-len(data) % 4))
     except (binascii.Error, ValueError):
         return None
 

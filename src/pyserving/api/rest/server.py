@@ -67,7 +67,7 @@ def build_rest_app(options: ServerOptions, service: PredictionService) -> RestAp
 
 
 class _Uvicorn(uvicorn.Server):
-    def capture_signals(self):  # type: ignore[no-untyped-def]
+    def capture_signals(self):
         return contextlib.nullcontext()  # the caller owns the signals
 
 
@@ -90,7 +90,9 @@ class RestFrontEnd:
             )),
             proxy_headers=False,  # nothing reads the client address: no rewriting layer
             server_header=False,  # TF Serving's libevent answers without a Server header
-            timeout_graceful_shutdown=options.shutdown_grace_seconds, timeout_keep_alive=75,
+            # uvicorn declares int seconds; it only passes the value to asyncio, which takes floats
+            timeout_graceful_shutdown=options.shutdown_grace_seconds,  # type: ignore[arg-type]
+            timeout_keep_alive=75,
         )
         server = _Uvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
@@ -114,7 +116,7 @@ class RestFrontEnd:
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Close the listener, finish the requests being answered within `grace_seconds`."""
         if grace_seconds is not None:
-            self._server.config.timeout_graceful_shutdown = grace_seconds
+            self._server.config.timeout_graceful_shutdown = grace_seconds  # type: ignore[assignment]
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
