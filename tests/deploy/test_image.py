@@ -347,11 +347,22 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def test_compose_file_passes_docker_compose_validation():
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.override.yml"]],
+                         ids=["alone", "with-override"])
+def test_compose_file_passes_docker_compose_validation(files):
     docker_compose = require_tool("docker-compose", "apt-get install docker-compose")
-    result = subprocess.run([docker_compose, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, cwd=str(REPO))
+    args = [a for f in files for a in ("-f", str(REPO / f))]
+    result = subprocess.run([docker_compose, *args, "config", "-q"], capture_output=True, text=True, cwd=str(REPO))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_published_ports_are_in_the_default_override_only(compose):
+    # `docker compose up` reads docker-compose.override.yml by default; host networking
+    # (docker-compose.host.yml, named with -f) cannot have published ports at all
+    override = yaml.safe_load((REPO / "docker-compose.override.yml").read_text())
+    assert set(override["services"]) == {"serving", "web"}
+    assert set(override["services"]["serving"]) == {"ports"} and set(override["services"]["web"]) == {"ports"}
+    assert not any("ports" in service for service in compose["services"].values())
 
 
 def _host_path(volume: str) -> tuple[str, str]:
@@ -362,7 +373,8 @@ def _host_path(volume: str) -> tuple[str, str]:
 def test_compose_serving_runs_our_image_with_a_model_config(compose):
     serving = compose["services"]["serving"]
     assert serving["build"] == "."
-    assert {"8500:8500", "8501:8501"} <= set(serving["ports"])
+    ports = yaml.safe_load((REPO / "docker-compose.override.yml").read_text())["services"]["serving"]["ports"]
+    assert {"8500:8500", "8501:8501"} <= set(ports)
     options, unknown, _ = parse_flags(serving["command"])
     assert not unknown
     mounts = dict(reversed(_host_path(v)) for v in serving["volumes"])
@@ -410,9 +422,11 @@ def host_compose() -> dict:
 
 
 def test_host_compose_creates_no_network(host_compose, compose):
-    # a service without network_mode joins the project's default (bridge) network
+    # a service without network_mode joins the project's default (bridge) network, and
+    # Docker refuses published ports with the host's network
     assert set(host_compose["services"]) == set(compose["services"])
     assert all(s["network_mode"] == "host" for s in host_compose["services"].values())
+    assert not any("ports" in s for s in host_compose["services"].values())
     assert not host_compose.get("networks")
 
 
