@@ -12,7 +12,7 @@
 #
 # Build arguments:
 #   TF_VARIANT=cpu (default)  TensorFlow's CPU build: tensorflow-cpu on x86-64, tensorflow
-#                             on arm64 (already CPU-only); under 1 GB.
+#                             on arm64 (already CPU-only); about 1 GB.
 #   TF_VARIANT=gpu            tensorflow[and-cuda] with NVIDIA's libraries from PyPI, several
 #                             GB, linux/amd64 only; run with `--gpus all`.
 #   PYTHON_IMAGE              any Debian-based image with python3 -m venv (no registry:
@@ -52,7 +52,7 @@ RUN --mount=type=secret,id=ca \
  && if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && pip install --no-deps --require-hashes -r requirements.txt
 
-# What a server never reads, ~550 MB of the CPU build: C and C++ headers and sources (for
+# What a server never reads, ~570 MB of the CPU build: C and C++ headers and sources (for
 # compiling against TensorFlow, NumPy or simdjson; TensorFlow's include/ alone is ~290 MB),
 # type stubs, the packages' own test suites, and the shared libraries' symbol tables
 # (`strip --strip-unneeded` keeps the dynamic symbols that loading and linking use; a
@@ -101,9 +101,13 @@ COPY docker/healthcheck.py /usr/local/bin/pyserving-healthcheck
 RUN chmod 755 /usr/bin/tf_serving_entrypoint.sh /usr/local/bin/pyserving-healthcheck \
  && ln -s /opt/pyserving/bin/tensorflow_model_server /usr/bin/tensorflow_model_server
 
+# KERAS_HOME: importing TensorFlow writes a keras.json there (its bundled legacy Keras;
+# ~/.keras by default). Under /tmp, the server writes nothing else on the root filesystem,
+# so `--read-only --tmpfs /tmp` changes nothing.
 ENV PATH=/opt/pyserving/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=1 \
+    KERAS_HOME=/tmp/.keras \
     MODEL_BASE_PATH=/models \
     MODEL_NAME=model
 # As TF Serving's image does: the models directory exists (mount models into it).
