@@ -5,15 +5,19 @@ docker-compose's own schema check plus what its services must agree on."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from deploy_support import DIGITS, require_tool
 from pyserving.cli.flags import parse_flags
@@ -122,16 +126,57 @@ def test_healthcheck_asks_readyz(final_stage):
     assert "/readyz" in script and "DEFAULT_PORT = 8501" in script
 
 
-def test_pyserving_is_installed_from_the_context_and_nothing_built_is_left():
+def arg_defaults(stage: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    pairs = (a.partition("=") for w, a in (stage or instructions(DOCKERFILE)) if w == "ARG")
+    return {name: value for name, _, value in pairs}
+
+
+def test_dependencies_come_from_the_lock_in_a_layer_before_the_sources():
+    build, _ = stages(DOCKERFILE)
+    words = [w for w, _ in build]
+    runs = [(i, a) for i, (w, a) in enumerate(build) if w == "RUN"]
+    deps = next(i for i, a in runs if "-r requirements.txt" in a)
+    assert re.search(r"pip install --no-deps --require-hashes -r requirements\.txt$", build[deps][1])
+    copies_before = [a.split() for w, a in build[:deps] if w == "COPY"]
+    # only the lock is copied before it: a change to the code reuses the layer
+    assert copies_before == [["docker/requirements-${TF_VARIANT}.txt", "/src/requirements.txt"]]
+    assert arg_defaults(build)["TF_VARIANT"] == "cpu"
+    project = next(i for i, a in runs if re.search(r"pip install --no-deps \.( |$)", a))
+    sources = [i for i, (w, a) in enumerate(build) if w == "COPY" and a.split()[0] in ("src", "pyproject.toml")]
+    assert deps < min(sources) and max(sources) < project
+    assert "pyserving --version" in build[project][1]  # TensorFlow must import, or the build fails
+    assert words.count("FROM") == 1
+
+
+def test_runtime_gets_the_virtualenv_and_cleans_up_after_apt():
     build, final = stages(DOCKERFILE)
-    assert any(w == "RUN" and re.search(r"pip install --no-cache-dir \.$", a) for w, a in build)
+    env = env_of(build)
+    assert env["PIP_NO_CACHE_DIR"] == "1" and env["PIP_PYTHON"] == "/opt/pyserving/bin/python"
+    assert any(w == "RUN" and "venv --without-pip /opt/pyserving" in a for w, a in build)
     assert ("COPY", "--from=build /opt/pyserving /opt/pyserving") in final
-    final_runs = " ".join(a for w, a in final if w == "RUN")
-    assert "pip install" not in final_runs
-    installed = re.findall(r"apt-get install (?:-\S+ )*([^&]+)", final_runs)
+    final_runs = [a for w, a in final if w == "RUN"]
+    assert not any("pip install" in a for a in final_runs)
+    apt = [a for a in final_runs if "apt-get install" in a]
+    assert len(apt) == 1
+    installed = re.findall(r"apt-get install (?:-\S+ )*([^&]+)", apt[0])
     assert [pkgs.split() for pkgs in installed] == [["tini"]]  # no compiler, no build tools
-    assert "rm -rf /var/lib/apt/lists/*" in final_runs
+    # the layer removes what it downloaded itself, whatever the base image's apt settings
+    assert "apt-get clean" in apt[0] and "rm -rf /var/lib/apt/lists/*" in apt[0]
     assert not any(w == "COPY" and a.split()[0] in ("src", ".") for w, a in final)
+
+
+def test_the_user_is_a_regular_one():
+    _, final = stages(DOCKERFILE)
+    run = next(a for w, a in final if w == "RUN" and "useradd" in a)
+    # uid 1000 is outside Debian's system range (100-999): --system would warn
+    assert "--system" not in run and "--uid 1000" in run and "--gid 1000" in run
+
+
+def test_build_secret_for_a_proxy_ca_is_mounted_not_copied():
+    build, _ = stages(DOCKERFILE)
+    pip_runs = [a for w, a in build if w == "RUN" and "pip install" in a]
+    assert pip_runs and all(a.startswith("--mount=type=secret,id=ca ") for a in pip_runs)
+    assert not any(w in ("COPY", "ADD") and "cert" in a for w, a in instructions(DOCKERFILE))
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -154,9 +199,11 @@ def test_build_context_has_what_the_dockerfile_copies_and_little_else():
                 if line.strip() and not line.startswith("#")]
     sources = [a.split()[:-1] for w, a in instructions(DOCKERFILE) if w == "COPY" and not a.startswith("--from")]
     for names in sources:
-        for name in names:
-            assert (REPO / name).exists(), name
-            assert not _dockerignore_excludes(name, patterns), f"{name} is excluded by .dockerignore"
+        for variant in ("cpu", "gpu"):
+            for name in names:
+                name = name.replace("${TF_VARIANT}", variant)
+                assert (REPO / name).exists(), name
+                assert not _dockerignore_excludes(name, patterns), f"{name} is excluded by .dockerignore"
     assert not _dockerignore_excludes("src/pyserving/cli/main.py", patterns)
     for heavy in (".git/HEAD", ".venv/bin/python", "tests/support.py", "examples/digits/train.py",
                   "src/pyserving/__pycache__/x.pyc"):
@@ -179,6 +226,119 @@ def test_hadolint_is_not_a_rubber_stamp(tmp_path):
     assert subprocess.run([hadolint, str(bad)], capture_output=True).returncode != 0
 
 
+# ------------------------------------------------------------------ the image's lock files
+
+LOCKS = {variant: REPO / "docker" / f"requirements-{variant}.txt" for variant in ("cpu", "gpu")}
+LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+         "python_version": "3.11", "python_full_version": "3.11.2", "implementation_name": "cpython"}
+MACHINES = ("x86_64", "aarch64")
+
+
+def lock_entries(path: Path) -> list[tuple[Requirement, list[str]]]:
+    """(requirement, its hashes) for each pin of a `uv pip compile --generate-hashes` file."""
+    entries: list[tuple[Requirement, list[str]]] = []
+    for line in path.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            entries.append((Requirement(line.rstrip(" \\")), []))
+        elif line.strip().startswith("--hash="):
+            entries[-1][1].append(line.strip().rstrip(" \\"))
+    return entries
+
+
+def installed_by(path: Path, machine: str) -> dict[str, str]:
+    """What `pip install --no-deps -r LOCK` installs on Linux/`machine`: name -> version."""
+    env = {**LINUX, "platform_machine": machine}
+    pins = {}
+    for req, _ in lock_entries(path):
+        if req.marker is None or req.marker.evaluate(env):
+            assert req.name not in pins, f"{req.name} pinned twice for {machine}"
+            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
+    return pins
+
+
+def excluded(path: Path) -> list[str]:
+    text = path.read_text()
+    tail = text.partition("# The following packages were excluded from the output:")[2]
+    return [line[2:].strip() for line in tail.splitlines() if line.startswith("# ")]
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+@pytest.mark.parametrize("variant", LOCKS)
+def test_locks_pin_every_package_with_its_hashes(variant):
+    entries = lock_entries(LOCKS[variant])
+    assert len(entries) > 20
+    for req, hashes in entries:
+        assert len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==", req
+        assert hashes and all(h.startswith("--hash=sha256:") for h in hashes), req
+    assert "scripts/docker-lock" in LOCKS[variant].read_text().splitlines()[1]  # how to regenerate
+
+
+def test_cpu_lock_has_tensorflows_cpu_build_on_both_architectures():
+    x86 = installed_by(LOCKS["cpu"], "x86_64")
+    arm = installed_by(LOCKS["cpu"], "aarch64")
+    # x86-64: tensorflow-cpu, and no `tensorflow` (the CUDA build) beside it
+    assert "tensorflow-cpu" in x86 and "tensorflow" not in x86
+    # aarch64: PyPI has no tensorflow-cpu there, and `tensorflow` is CPU-only
+    assert "tensorflow" in arm and "tensorflow-cpu" not in arm
+    assert x86["tensorflow-cpu"] == arm["tensorflow"]
+    assert not any(name.startswith("nvidia-") for name in {**x86, **arm})
+
+
+def test_gpu_lock_has_the_full_build_with_cuda_from_pypi():
+    gpu = installed_by(LOCKS["gpu"], "x86_64")
+    assert "tensorflow" in gpu and "tensorflow-cpu" not in gpu
+    assert any(name.startswith("nvidia-cudnn") for name in gpu)
+
+
+@pytest.mark.parametrize("variant, machine", [("cpu", "x86_64"), ("cpu", "aarch64"), ("gpu", "x86_64")])
+def test_locks_satisfy_pyprojects_dependencies(variant, machine):
+    pins = installed_by(LOCKS[variant], machine)
+    env = {**LINUX, "platform_machine": machine}
+    for text in pyproject()["dependencies"]:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "tensorflow":  # the same modules under the CPU build's name
+            name = "tensorflow" if "tensorflow" in pins else "tensorflow-cpu"
+        assert name in pins, f"{req} is not in docker/requirements-{variant}.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} does not satisfy {req}"
+
+
+@pytest.mark.parametrize("variant", LOCKS)
+def test_packages_left_out_are_not_imported_by_pyserving(variant):
+    modules = {"keras": "keras", "h5py": "h5py", "libclang": "clang", "google-pasta": "pasta",
+               "setuptools": "setuptools", "wheel": "wheel", "rich": "rich", "pygments": "pygments",
+               "markdown-it-py": "markdown_it", "mdurl": "mdurl", "namex": "namex", "optree": "optree"}
+    left_out = excluded(LOCKS[variant])
+    assert set(left_out) <= set(modules) and "keras" in left_out
+    pins = set(installed_by(LOCKS[variant], "x86_64"))
+    assert not pins & set(left_out)
+    forbidden = {modules[name] for name in left_out} | {"pkg_resources"}
+    for path in (REPO / "src" / "pyserving").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.relative_to(REPO)} imports {name}"
+
+
+def test_image_labels_name_the_pinned_versions():
+    _, final = stages(DOCKERFILE)
+    args = arg_defaults(final)
+    assert args["PYSERVING_VERSION"] == pyproject()["version"]
+    for variant in LOCKS:
+        pins = installed_by(LOCKS[variant], "x86_64")
+        assert args["TENSORFLOW_VERSION"] == pins.get("tensorflow-cpu", pins.get("tensorflow")), variant
+        assert args["TENSORFLOW_SERVING_API_VERSION"] == pins["tensorflow-serving-api"], variant
+    labels = " ".join(a for w, a in final if w == "LABEL")
+    for name in ("PYSERVING_VERSION", "TENSORFLOW_VERSION", "TENSORFLOW_SERVING_API_VERSION", "TF_VARIANT"):
+        assert "${%s}" % name in labels, name
+
+
 # ------------------------------------------------------------------ docker-compose.yml
 
 
@@ -187,11 +347,22 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def test_compose_file_passes_docker_compose_validation():
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.override.yml"]],
+                         ids=["alone", "with-override"])
+def test_compose_file_passes_docker_compose_validation(files):
     docker_compose = require_tool("docker-compose", "apt-get install docker-compose")
-    result = subprocess.run([docker_compose, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, cwd=str(REPO))
+    args = [a for f in files for a in ("-f", str(REPO / f))]
+    result = subprocess.run([docker_compose, *args, "config", "-q"], capture_output=True, text=True, cwd=str(REPO))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_published_ports_are_in_the_default_override_only(compose):
+    # `docker compose up` reads docker-compose.override.yml by default; host networking
+    # (docker-compose.host.yml, named with -f) cannot have published ports at all
+    override = yaml.safe_load((REPO / "docker-compose.override.yml").read_text())
+    assert set(override["services"]) == {"serving", "web"}
+    assert set(override["services"]["serving"]) == {"ports"} and set(override["services"]["web"]) == {"ports"}
+    assert not any("ports" in service for service in compose["services"].values())
 
 
 def _host_path(volume: str) -> tuple[str, str]:
@@ -202,7 +373,8 @@ def _host_path(volume: str) -> tuple[str, str]:
 def test_compose_serving_runs_our_image_with_a_model_config(compose):
     serving = compose["services"]["serving"]
     assert serving["build"] == "."
-    assert {"8500:8500", "8501:8501"} <= set(serving["ports"])
+    ports = yaml.safe_load((REPO / "docker-compose.override.yml").read_text())["services"]["serving"]["ports"]
+    assert {"8500:8500", "8501:8501"} <= set(ports)
     options, unknown, _ = parse_flags(serving["command"])
     assert not unknown
     mounts = dict(reversed(_host_path(v)) for v in serving["volumes"])
@@ -230,3 +402,41 @@ def test_compose_trains_first_and_the_web_app_waits_for_a_healthy_server(compose
     assert services["web"]["build"] == services["train"]["build"] == "./examples/digits"
     for name in ("app.py", "train.py", "requirements.txt", "static/index.html"):
         assert (DIGITS / name).is_file(), name
+
+
+# ------------------------------------------------------------------ docker-compose.host.yml
+
+HOST_PORTS = {"PYSERVING_GRPC_PORT": "9500", "PYSERVING_REST_PORT": "9501", "DEMO_WEB_PORT": "9000"}
+
+
+@pytest.fixture(scope="module")
+def host_compose() -> dict:
+    """docker-compose.yml with docker-compose.host.yml over it, as docker-compose merges them."""
+    docker_compose = require_tool("docker-compose", "apt-get install docker-compose")
+    result = subprocess.run(
+        [docker_compose, "-f", "docker-compose.yml", "-f", "docker-compose.host.yml", "config"],
+        capture_output=True, text=True, cwd=str(REPO), env={"PATH": "/usr/bin:/bin", **HOST_PORTS},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_host_compose_creates_no_network(host_compose, compose):
+    # a service without network_mode joins the project's default (bridge) network, and
+    # Docker refuses published ports with the host's network
+    assert set(host_compose["services"]) == set(compose["services"])
+    assert all(s["network_mode"] == "host" for s in host_compose["services"].values())
+    assert not any("ports" in s for s in host_compose["services"].values())
+    assert not host_compose.get("networks")
+
+
+def test_host_compose_serves_the_same_config_on_the_chosen_ports(host_compose, compose):
+    serving = host_compose["services"]["serving"]
+    base = compose["services"]["serving"]["command"]
+    assert serving["command"][: len(base)] == base
+    options, unknown, _ = parse_flags(serving["command"])
+    assert not unknown
+    assert (options.port, options.rest_api_port) == (9500, 9501)
+    web = host_compose["services"]["web"]
+    assert web["environment"]["GRPC_TARGET"] == "localhost:9500"
+    assert "--port=9000" in web["command"] and "--host=127.0.0.1" in web["command"]
