@@ -28,7 +28,9 @@ order), and the ``legacy_init_op`` collection of the older exports (the loader's
 find the init op). ``tests/unit/test_tfserving_testdata.py`` compares all of this with TF
 Serving's own files when they are present.
 
-Everything is deterministic and the whole tree takes a few seconds to write. Command line:
+All values are fixed (only the staging path of the TF1 exports' asset, recorded in their
+graphs as TF Serving's record theirs, varies); the whole tree takes a few seconds to write.
+Command line:
 ``python tests/tfserving_testdata.py OUT_DIR``.
 """
 
