@@ -7,19 +7,38 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from support import SHARED, TESTDATA  # noqa: E402
+from support import SHARED, TFSERVING_TESTDATA, shared_skip_reason  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        pytest.fail(f"shared TF Serving test data not found at {TESTDATA} (set PYSERVING_SHARED_DIR)")
-    return TESTDATA
+def testdata(tmp_path_factory) -> Path:
+    """TF Serving's test data tree (its half_plus_two family of exports, config files and
+    expected metadata), written once per session by tests/tfserving_testdata.py."""
+    import tfserving_testdata
+
+    return tfserving_testdata.write_tree(tmp_path_factory.mktemp("tfserving"))
+
+
+@pytest.fixture(scope="session")
+def tfserving_testdata() -> Path:
+    """TF Serving's own files of that tree, an extra oracle for the generated one."""
+    if not TFSERVING_TESTDATA.is_dir():
+        pytest.skip(shared_skip_reason("TF Serving's own test data", TFSERVING_TESTDATA))
+    return TFSERVING_TESTDATA
+
+
+@pytest.fixture(params=["generated", "tf_serving"])
+def each_testdata(request) -> Path:
+    """Both trees in turn: the generated one, then TF Serving's own (skips if absent)."""
+    return request.getfixturevalue("testdata" if request.param == "generated" else "tfserving_testdata")
 
 
 @pytest.fixture(scope="session")
 def seeds() -> Path:
-    return SHARED / "seeds"
+    path = SHARED / "seeds"
+    if not path.is_dir():
+        pytest.skip(shared_skip_reason("The seed documents", path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,19 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+# Optional material next to the repository (or where PYSERVING_SHARED_DIR points): TF Serving's
+# own test exports and the seed documents. Tests that need it skip without it; the suite's
+# models come from tests/modelgen.py and tests/tfserving_testdata.py (the `testdata` fixture).
 SHARED = Path(os.environ.get("PYSERVING_SHARED_DIR", REPO.parent / "shared")).resolve()
-TESTDATA = SHARED / "testdata" / "tfserving"
+TFSERVING_TESTDATA = SHARED / "testdata" / "tfserving"
 READY = "Server ready"
+
+
+def shared_skip_reason(what: str, path: Path) -> str:
+    """One line saying what is missing and how to provide it."""
+    relative = path.relative_to(SHARED)
+    return (f"{what} not found at {path} (optional; PYSERVING_SHARED_DIR names the folder "
+            f"holding {relative}, default {REPO.parent / 'shared'})")
 
 
 def free_port() -> int:

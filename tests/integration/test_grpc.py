@@ -46,7 +46,7 @@ from tensorflow_serving.apis import (
 
 import modelgen
 from pyserving.protos.profiler_protos import ProfileRequest
-from support import READY, TESTDATA, ServerProcess
+from support import READY, ServerProcess
 
 # --------------------------------------------------------------------------- models and servers
 
@@ -126,12 +126,12 @@ def stop_all(servers: list[ServerProcess], timeout: float = 30) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(model_zoo, tmp_path_factory):
+def fleet(model_zoo, testdata, tmp_path_factory):
     d = tmp_path_factory.mktemp("grpc")
     modelgen.make_slow_model(d / "slow", 1)
     make_identity_model(d / "identity", 1)
     certs = make_certificates(d)
-    td = TESTDATA
+    td = testdata
     (d / "main.config").write_text(config_text(
         model_entry("half_plus_two", td / "saved_model_half_plus_two_2_versions", LABELS),
         model_entry("hpt", td / "saved_model_half_plus_two_cpu"),
@@ -733,10 +733,10 @@ def reload_stubs(fleet):
         yield model_service_pb2_grpc.ModelServiceStub(ch), prediction_service_pb2_grpc.PredictionServiceStub(ch)
 
 
-def test_reload_adds_a_model(reload_stubs):
+def test_reload_adds_a_model(reload_stubs, testdata):
     models, predictions = reload_stubs
-    request = reload_request(model_entry("hpt", TESTDATA / "saved_model_half_plus_two_cpu"),
-                             model_entry("three", TESTDATA / "saved_model_half_plus_three"))
+    request = reload_request(model_entry("hpt", testdata / "saved_model_half_plus_two_cpu"),
+                             model_entry("three", testdata / "saved_model_half_plus_three"))
     request.metric_names.append("/tensorflow/serving/model_count")
     response = models.HandleReloadConfigRequest(request, 60.0)
     assert response.status.error_code == 0 and not response.status.error_message
@@ -744,9 +744,9 @@ def test_reload_adds_a_model(reload_stubs):
     assert list(predictions.Predict(hpt_request("three"), 10.0).outputs["y"].float_val) == [3.5, 4.0, 5.5]
 
 
-def test_reload_removes_a_model(reload_stubs):
+def test_reload_removes_a_model(reload_stubs, testdata):
     models, predictions = reload_stubs
-    models.HandleReloadConfigRequest(reload_request(model_entry("three", TESTDATA / "saved_model_half_plus_three")),
+    models.HandleReloadConfigRequest(reload_request(model_entry("three", testdata / "saved_model_half_plus_three")),
                                      60.0)
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "hpt"
@@ -760,9 +760,9 @@ def test_reload_removes_a_model(reload_stubs):
     assert predictions.Predict(hpt_request("three"), 10.0).model_spec.version.value == 123
 
 
-def test_reload_with_a_bad_base_path_answers_an_error_not_a_hang(reload_stubs):
+def test_reload_with_a_bad_base_path_answers_an_error_not_a_hang(reload_stubs, testdata):
     models, predictions = reload_stubs
-    request = reload_request(model_entry("three", TESTDATA / "saved_model_half_plus_three"),
+    request = reload_request(model_entry("three", testdata / "saved_model_half_plus_three"),
                              model_entry("ghost", "/nonexistent/pyserving/ghost"))
     started = time.monotonic()
     err = rpc_error(models.HandleReloadConfigRequest, request, 30.0)
@@ -889,12 +889,12 @@ def test_channel_arguments_parse_like_tf_serving():
         parse_channel_arguments("novalue")
 
 
-def test_config_protos_match_tf_serving_field_numbers():
+def test_config_protos_match_tf_serving_field_numbers(testdata):
     from pyserving.protos.config_protos import BatchingParameters, MonitoringConfig, SSLConfig, parse_text
 
     assert SSLConfig(server_key="k", server_cert="c", custom_ca="a", client_verify=True).SerializeToString() == \
         b"\n\x01k\x12\x01c\x1a\x01a\x20\x01"
-    batching = parse_text(BatchingParameters, (TESTDATA / "batching_config.txt").read_text())
+    batching = parse_text(BatchingParameters, (testdata / "batching_config.txt").read_text())
     assert batching.max_batch_size.value == 128 and batching.num_batch_threads.value == 8
     assert batching.HasField("batch_timeout_micros") and not batching.HasField("thread_pool_name")
     full = parse_text(BatchingParameters, """
@@ -914,6 +914,6 @@ def test_config_protos_match_tf_serving_field_numbers():
         else:
             i += 1
     assert sorted(tags) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    monitoring = parse_text(MonitoringConfig, (TESTDATA / "monitoring_config.txt").read_text())
+    monitoring = parse_text(MonitoringConfig, (testdata / "monitoring_config.txt").read_text())
     assert monitoring.prometheus_config.enable
     assert monitoring.prometheus_config.path == "/monitoring/prometheus/metrics"

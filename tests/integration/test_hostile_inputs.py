@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 )
 
 import modelgen
-from support import TESTDATA, ServerProcess
+from support import ServerProcess
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
@@ -40,11 +40,11 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(root):
+def server(root, testdata):
     modelgen.make_half_plus_two(root / "models" / "m", 1)
     with ServerProcess(
         "--model_name=m", f"--model_base_path={root / 'models' / 'm'}",
-        f"--monitoring_config_file={TESTDATA / 'monitoring_config.txt'}", "--access_log",
+        f"--monitoring_config_file={testdata / 'monitoring_config.txt'}", "--access_log",
         f"--profiler_dir={root / 'profiles'}",
     ) as s:
         yield s

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import modelgen
-from support import READY, ServerProcess, TESTDATA
+from support import READY, ServerProcess
 
 FAST_RETRIES = ("--max_num_load_retries=1", "--load_retry_interval_micros=10000")
 
@@ -112,7 +112,7 @@ def test_version_policy_all_and_specific(tmp_path, versions):
         assert server.post("/v1/models/one:predict", json={"instances": [2.0]}).json() == {"predictions": [3.0]}
 
 
-def test_config_file_reload_adds_removes_and_relabels(tmp_path, versions):
+def test_config_file_reload_adds_removes_and_relabels(tmp_path, versions, testdata):
     base = tmp_path / "m"
     base.mkdir()
     _install(versions[1], base / "1")
@@ -126,7 +126,7 @@ def test_config_file_reload_adds_removes_and_relabels(tmp_path, versions):
 
     a = f'config {{ name: "a" base_path: "{base}" model_platform: "tensorflow" model_version_policy {{ all {{}} }} version_labels {{ key: "stable" value: 1 }} }}'
     a2 = a.replace('value: 1', 'value: 2')
-    b = f'config {{ name: "b" base_path: "{TESTDATA}/saved_model_half_plus_three" model_platform: "tensorflow" }}'
+    b = f'config {{ name: "b" base_path: "{testdata}/saved_model_half_plus_three" model_platform: "tensorflow" }}'
     write(a)
     with ServerProcess(f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1", grpc=False) as server:
         assert server.post("/v1/models/a/labels/stable:predict", json={"instances": [2.0]}).json() == {"predictions": [3.0]}
@@ -154,14 +154,14 @@ def test_config_file_reload_adds_removes_and_relabels(tmp_path, versions):
         assert server.post("/v1/models/b:predict", json={"inputs": [1.0]}).status_code == 200
 
 
-def test_missing_base_path_while_serving_is_reported_and_isolated(tmp_path, versions):
+def test_missing_base_path_while_serving_is_reported_and_isolated(tmp_path, versions, testdata):
     base = tmp_path / "m"
     base.mkdir()
     _install(versions[1], base / "1")
     config = tmp_path / "models.config"
     config.write_text(f"""model_config_list {{
       config {{ name: "moving" base_path: "{base}" model_platform: "tensorflow" }}
-      config {{ name: "steady" base_path: "{TESTDATA}/saved_model_half_plus_three" model_platform: "tensorflow" }}
+      config {{ name: "steady" base_path: "{testdata}/saved_model_half_plus_three" model_platform: "tensorflow" }}
     }}""")
     with ServerProcess(f"--model_config_file={config}", grpc=False) as server:
         mark = len(server.lines)
@@ -210,9 +210,11 @@ def test_initial_model_that_cannot_load_fails_startup(tmp_path, case):
         assert "No versions of servable m found under base path" in out
 
 
-def test_shared_bad_export_fails_startup(testdata):
-    code, out = _run_to_exit("--model_name=bad", f"--model_base_path={testdata / 'bad_half_plus_two'}", *FAST_RETRIES)
+def test_tf_servings_bad_export_fails_startup(each_testdata):
+    code, out = _run_to_exit("--model_name=bad", f"--model_base_path={each_testdata / 'bad_half_plus_two'}",
+                             *FAST_RETRIES)
     assert code != 0 and "Failed to start server" in out
+    assert "Could not find SavedModel .pb or .pbtxt" in out
 
 
 def test_port_opens_before_load_and_requests_wait(model_zoo):
@@ -322,11 +324,11 @@ def test_sigterm_in_the_middle_of_a_swap_finishes_the_request_and_exits_0(tmp_pa
     assert "{name: slow version: 1} is END" in out and "{name: slow version: 2} is END" in out
 
 
-def test_tensorflow_model_server_alias(tmp_path):
+def test_tensorflow_model_server_alias(tmp_path, testdata):
     alias = Path(sys.executable).parent / "tensorflow_model_server"
     if not alias.exists():
         pytest.fail(f"console script {alias} not installed (pip install -e .)")
-    base = TESTDATA / "saved_model_half_plus_two_cpu"
+    base = testdata / "saved_model_half_plus_two_cpu"
     with ServerProcess("--model_name=half_plus_two", f"--model_base_path={base}", grpc=False,
                        command=[str(alias)]) as server:
         r = server.post("/v1/models/half_plus_two:predict", json={"instances": [1.0, 2.0, 5.0]})

@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
 )
 
 import modelgen
-from support import READY, TESTDATA, ServerProcess
+from support import READY, ServerProcess
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -135,7 +135,7 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def servers(models, tmp_path_factory):
+def servers(models, testdata, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("operability-config")
     disabled = tmp / "monitoring.config"
     disabled.write_text('prometheus_config { path: "/metrics" }\n')
@@ -143,7 +143,7 @@ def servers(models, tmp_path_factory):
     (tmp / "b").mkdir()
     metrics_server = ServerProcess(
         f"--model_config_file={model_config(tmp / 'a', m=models / 'm', slow=models / 'slow')}",
-        f"--monitoring_config_file={TESTDATA / 'monitoring_config.txt'}",
+        f"--monitoring_config_file={testdata / 'monitoring_config.txt'}",
     ).launch()
     bounded_server = ServerProcess(
         f"--model_config_file={model_config(tmp / 'b', life=models / 'life', slow=models / 'slow')}",

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import modelgen
-from support import ServerProcess, TESTDATA
+from support import ServerProcess
 
 CONFIG = """
 model_config_list {{
@@ -38,9 +38,9 @@ model_config_list {{
 
 
 @pytest.fixture(scope="module")
-def server(model_zoo, tmp_path_factory):
+def server(model_zoo, testdata, tmp_path_factory):
     config = tmp_path_factory.mktemp("cfg") / "models.config"
-    config.write_text(CONFIG.format(zoo=model_zoo, td=TESTDATA))
+    config.write_text(CONFIG.format(zoo=model_zoo, td=testdata))
     with ServerProcess(f"--model_config_file={config}", "--rest_api_max_body_bytes=100000000") as s:
         yield s
 

@@ -46,13 +46,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from support import TESTDATA, ServerProcess
+from support import ServerProcess
 
 WARMUP_RELATIVE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
-HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three" / "00000123"
-TFLITE = TESTDATA / "saved_model_half_plus_two_tflite"
-TFLITE_SIGDEF = TESTDATA / "saved_model_half_plus_two_tflite_with_sigdef"
 LAZY_INIT_ITERATIONS = 250  # 384x384 matmuls: about 0.1-0.5 s on a 2-core machine
 
 _v1 = tf.compat.v1
@@ -151,32 +147,36 @@ def config_text(entries: dict[str, tuple[Path, bool]]) -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def models(tmp_path_factory: pytest.TempPathFactory, testdata: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("warmup_tflite")
-    counter = copy_version(TESTDATA / "saved_model_counter" / "00000123", root / "counter" / "1")
+    half_plus_two = testdata / "saved_model_half_plus_two_cpu" / "00000123"
+    half_plus_three = testdata / "saved_model_half_plus_three" / "00000123"
+    tflite = testdata / "saved_model_half_plus_two_tflite"
+    tflite_sigdef = testdata / "saved_model_half_plus_two_tflite_with_sigdef"
+    counter = copy_version(testdata / "saved_model_counter" / "00000123", root / "counter" / "1")
     incr = predict_record("incr_counter")
     incr.predict_log.request.model_spec.name = "not-the-model-name"  # ignored by warmup
     write_warmup(counter, [incr] * 3)
 
     hp2 = root / "hp2"
-    write_warmup(copy_version(HALF_PLUS_TWO, hp2 / "1"), example_records())
-    write_warmup(copy_version(HALF_PLUS_TWO, hp2 / "2"), [prediction_log_pb2.PredictionLog()] * 1001)
-    copy_version(HALF_PLUS_TWO, hp2 / "3")
+    write_warmup(copy_version(half_plus_two, hp2 / "1"), example_records())
+    write_warmup(copy_version(half_plus_two, hp2 / "2"), [prediction_log_pb2.PredictionLog()] * 1001)
+    copy_version(half_plus_two, hp2 / "3")
     (hp2 / "3" / "assets.extra").mkdir()
     (hp2 / "3" / WARMUP_RELATIVE).write_bytes(b"this is no TFRecord file" * 4)
-    write_warmup(copy_version(HALF_PLUS_TWO, hp2 / "4"), [b"\xff\xfe not a PredictionLog"])
+    write_warmup(copy_version(half_plus_two, hp2 / "4"), [b"\xff\xfe not a PredictionLog"])
     session_run = prediction_log_pb2.PredictionLog()
     session_run.session_run_log.SetInParent()
-    write_warmup(copy_version(HALF_PLUS_TWO, hp2 / "5"), [session_run])
-    write_warmup(copy_version(HALF_PLUS_TWO, hp2 / "6"), [predict_record("nope", x=np.array([[1.0]], np.float32))])
+    write_warmup(copy_version(half_plus_two, hp2 / "5"), [session_run])
+    write_warmup(copy_version(half_plus_two, hp2 / "6"), [predict_record("nope", x=np.array([[1.0]], np.float32))])
 
     write_warmup(make_lazy_init_model(root / "lazy_warm" / "1"), [predict_record(x=np.array([[1.0]], np.float32))])
     make_lazy_init_model(root / "lazy_cold" / "1")
 
-    both = copy_version(HALF_PLUS_THREE, root / "both" / "1")
-    shutil.copyfile(TFLITE / "00000123" / "model.tflite", both / "model.tflite")
-    copy_version(HALF_PLUS_TWO, root / "mixed" / "1")
-    copy_version(TFLITE / "00000123", root / "mixed" / "2")
+    both = copy_version(half_plus_three, root / "both" / "1")
+    shutil.copyfile(tflite / "00000123" / "model.tflite", both / "model.tflite")
+    copy_version(half_plus_two, root / "mixed" / "1")
+    copy_version(tflite / "00000123", root / "mixed" / "2")
 
     entries = {
         "counter": (root / "counter", False),
@@ -187,7 +187,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "mixed": (root / "mixed", True),
     }
     warm_config = root / "warm.config"
-    warm_config.write_text(config_text({**entries, "tflite": (TFLITE, False), "tflite_sigdef": (TFLITE_SIGDEF, False)}))
+    warm_config.write_text(config_text({**entries, "tflite": (tflite, False), "tflite_sigdef": (tflite_sigdef, False)}))
     cold_config = root / "cold.config"
     cold_config.write_text(config_text(entries))
     no_litert = root / "no_litert" / "ai_edge_litert"

@@ -14,7 +14,6 @@ from pyserving.batching.options import (
     schedulable_cpus,
 )
 from pyserving.errors import Code, ServingError
-from support import TESTDATA
 
 
 def flags(**kw):
@@ -24,8 +23,8 @@ def flags(**kw):
     return SimpleNamespace(**base)
 
 
-def test_shared_testdata_file_parses_with_wrapper_syntax():
-    opts = read_batching_parameters_file(str(TESTDATA / "batching_config.txt"))
+def test_tf_servings_batching_config_parses_with_wrapper_syntax(testdata):
+    opts = read_batching_parameters_file(str(testdata / "batching_config.txt"))
     assert opts.max_batch_size == 128
     assert opts.batch_timeout_micros == 0
     assert opts.max_enqueued_batches == 1000000

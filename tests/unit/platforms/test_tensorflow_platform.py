@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import threading
@@ -29,11 +28,6 @@ from pyserving.platforms.tensorflow.saved_model import (  # noqa: E402
     SavedModelLoader,
     TensorFlowServable,
 )
-
-SHARED_DIR = Path(
-    os.environ.get("PYSERVING_SHARED_DIR") or _TESTS_DIR.parent / ".." / "shared"
-).resolve()
-TESTDATA = SHARED_DIR / "testdata" / "tfserving"
 
 LoadFn = Callable[..., TensorFlowServable]
 
@@ -76,11 +70,10 @@ def model(models_dir: Path, load: LoadFn) -> Callable[..., TensorFlowServable]:
     return _model
 
 
-def shared(name: str) -> Path:
-    path = TESTDATA / name / "00000123"
-    if not path.is_dir():
-        pytest.skip(f"shared test data not found: {path}")
-    return path
+@pytest.fixture(scope="module")
+def tfs(testdata: Path) -> Callable[[str], Path]:
+    """Version 123 of an export of TF Serving's test data tree."""
+    return lambda name: testdata / name / "00000123"
 
 
 def run(servable: TensorFlowServable, signature: str, **inputs: object) -> dict[str, np.ndarray]:
@@ -313,8 +306,8 @@ def test_output_filter_keeps_signature_order(model: Callable[..., TensorFlowServ
 # ---------------------------------------------------------------------------- TF Serving's exports
 
 
-def test_shared_half_plus_two_cpu(load: LoadFn) -> None:
-    s = load(shared("saved_model_half_plus_two_cpu"))
+def test_tf_serving_half_plus_two_cpu(load: LoadFn, tfs: Callable[[str], Path]) -> None:
+    s = load(tfs("saved_model_half_plus_two_cpu"))
     assert set(s.signatures) == {
         "serving_default", "classify_x_to_y", "regress_x_to_y", "regress_x_to_y2",
         "regress_x2_to_y3",
@@ -329,20 +322,22 @@ def test_shared_half_plus_two_cpu(load: LoadFn) -> None:
     assert s.signatures["classify_x_to_y"].inputs["inputs"].shape is None  # unknown rank
 
 
-def test_shared_signature_def_map_matches_tf_serving_metadata(load: LoadFn) -> None:
-    s = load(shared("saved_model_half_plus_two_cpu"))
+def test_half_plus_two_cpu_signature_def_map_matches_tf_serving_metadata(
+    load: LoadFn, tfs: Callable[[str], Path], testdata: Path
+) -> None:
+    s = load(tfs("saved_model_half_plus_two_cpu"))
     got = json_format.MessageToDict(
         s.signature_def_map(),
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
-    fixture = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
+    fixture = json.loads((testdata / "half_plus_two_model_metadata.json").read_text())
     assert got == fixture["metadata"]["signature_def"]
     assert set(s.signatures) == set(s.signature_def_map().signature_def)
 
 
-def test_signatures_follow_file_order(load: LoadFn) -> None:
-    s = load(shared("saved_model_half_plus_two_cpu"))
+def test_signatures_follow_file_order(load: LoadFn, tfs: Callable[[str], Path]) -> None:
+    s = load(tfs("saved_model_half_plus_two_cpu"))
     # The order in which the file stores them (not sorted, not protobuf map order).
     assert list(s.signatures) == [
         "serving_default", "classify_x_to_y", "regress_x_to_y2", "regress_x_to_y",
@@ -384,8 +379,8 @@ def test_pbtxt_saved_model_loads(models_dir: Path, tmp_path: Path) -> None:
         loader.unload()
 
 
-def test_shared_tf2_export_and_signature_defaults(load: LoadFn) -> None:
-    s = load(shared("saved_model_half_plus_two_tf2_cpu"))
+def test_tf_serving_tf2_export_and_signature_defaults(load: LoadFn, tfs: Callable[[str], Path]) -> None:
+    s = load(tfs("saved_model_half_plus_two_tf2_cpu"))
     sig = s.signatures["serving_default"]
     assert sig.defaults == frozenset({"x"}) and sig.inputs["x"].shape == (1,)
     # An omitted input with a default is fed the SignatureDef's default value (x = [0]).
@@ -405,18 +400,15 @@ def test_shared_tf2_export_and_signature_defaults(load: LoadFn) -> None:
         ("saved_model_half_plus_three", "00000123", [[3.5], [4.0]]),
     ],
 )
-def test_shared_versioned_exports(
-    load: LoadFn, folder: str, version: str, expected: list[list[float]]
+def test_tf_serving_versioned_exports(
+    load: LoadFn, testdata: Path, folder: str, version: str, expected: list[list[float]]
 ) -> None:
-    path = TESTDATA / folder / version
-    if not path.is_dir():
-        pytest.skip(f"shared test data not found: {path}")
-    out = run(load(path), "serving_default", x=f32([[1.0], [2.0]]))
+    out = run(load(testdata / folder / version), "serving_default", x=f32([[1.0], [2.0]]))
     np.testing.assert_allclose(out["y"], expected)
 
 
-def test_shared_counter_is_stateful() -> None:
-    loader = SavedModelLoader(str(shared("saved_model_counter")))
+def test_tf_serving_counter_is_stateful(tfs: Callable[[str], Path]) -> None:
+    loader = SavedModelLoader(str(tfs("saved_model_counter")))
     loader.load()
     try:
         s = loader.servable()
@@ -441,8 +433,8 @@ def load_error(path: Path | str, **kwargs: object) -> ServingError:
     return err
 
 
-def test_session_bundle_export_fails_cleanly() -> None:
-    err = load_error(shared("bad_half_plus_two"))
+def test_session_bundle_export_fails_cleanly(tfs: Callable[[str], Path]) -> None:
+    err = load_error(tfs("bad_half_plus_two"))
     assert err.code == Code.NOT_FOUND
     assert "Could not find SavedModel .pb or .pbtxt" in err.message
 

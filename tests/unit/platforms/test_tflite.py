@@ -9,7 +9,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -23,7 +23,6 @@ if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
 import modelgen  # noqa: E402
-from support import TESTDATA  # noqa: E402
 
 from pyserving.errors import Code, ServingError  # noqa: E402
 from pyserving.platforms import create_loader, select_platform  # noqa: E402
@@ -36,8 +35,9 @@ from pyserving.platforms.tflite._flatbuffer import (  # noqa: E402
 from pyserving.platforms.tflite.interpreter_pool import InterpreterPool  # noqa: E402
 from pyserving.platforms.tflite.loader import TfLiteLoader, TfLiteServable  # noqa: E402
 
-HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_tflite" / "00000123"
-WITH_SIGDEF = TESTDATA / "saved_model_half_plus_two_tflite_with_sigdef" / "00000123"
+# TF Serving's two TFLite exports (folders of the `testdata` tree).
+HALF_PLUS_TWO = "saved_model_half_plus_two_tflite"
+WITH_SIGDEF = "saved_model_half_plus_two_tflite_with_sigdef"
 
 # What TF Serving's tflite_session_test.cc expects for the two exports.
 HALF_PLUS_TWO_SIGNATURE = """
@@ -89,6 +89,12 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"cnn": cnn, "cnn_dir": cnn_dir, "multi_dir": multi_dir}
 
 
+@pytest.fixture(scope="module")
+def tflite(testdata: Path) -> Callable[[str], Path]:
+    """The version folder (123) of one of the two exports."""
+    return lambda name: testdata / name / "00000123"
+
+
 @pytest.fixture
 def load() -> Iterator[Any]:
     loaders: list[Any] = []
@@ -121,8 +127,8 @@ def _x(*values: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("export", [HALF_PLUS_TWO, WITH_SIGDEF], ids=["plain", "with_sigdef"])
-def test_shared_exports_answer_half_plus_two_at_any_batch_size(load, export):
-    servable = load(export)
+def test_tf_serving_exports_answer_half_plus_two_at_any_batch_size(load, tflite, export):
+    servable = load(tflite(export))
     sig = servable.signatures["serving_default"]
     assert servable.run(sig, {"x": _x(2.0).reshape(1, 1)})["y"].tolist() == [[3.0]]
     assert servable.run(sig, {"x": _x(1.0, 2.0, 3.0)})["y"].tolist() == [2.5, 3.0, 3.5]
@@ -134,8 +140,8 @@ def test_shared_exports_answer_half_plus_two_at_any_batch_size(load, export):
     "export, expected", [(HALF_PLUS_TWO, HALF_PLUS_TWO_SIGNATURE), (WITH_SIGDEF, WITH_SIGDEF_SIGNATURE)],
     ids=["generated", "from_metadata"],
 )
-def test_signatures_are_the_ones_tf_serving_serves(load, export, expected):
-    servable = load(export)
+def test_signatures_are_the_ones_tf_serving_serves(load, tflite, export, expected):
+    servable = load(tflite(export))
     sig_defs = servable.signature_def_map().signature_def
     assert list(sig_defs) == ["serving_default"]
     assert sig_defs["serving_default"] == _sig_def(expected)
@@ -144,19 +150,19 @@ def test_signatures_are_the_ones_tf_serving_serves(load, export, expected):
     assert (sig.inputs["x"].dtype, sig.inputs["x"].shape) == ("DT_FLOAT", (1, 1))
 
 
-def test_metadata_signature_defs_are_read_from_the_flatbuffer():
-    model = (WITH_SIGDEF / "model.tflite").read_bytes()
+def test_metadata_signature_defs_are_read_from_the_flatbuffer(tflite):
+    model = (tflite(WITH_SIGDEF) / "model.tflite").read_bytes()
     assert set(read_metadata(model)) == {"min_runtime_version", "signature_defs_metadata"}
     stored = signature_defs_from_metadata(model)
     assert list(stored) == ["serving_default"]
     assert stored["serving_default"].inputs["x"].name == "tflite_input:0"  # as stored
-    assert signature_defs_from_metadata((HALF_PLUS_TWO / "model.tflite").read_bytes()) == {}
+    assert signature_defs_from_metadata((tflite(HALF_PLUS_TWO) / "model.tflite").read_bytes()) == {}
     with pytest.raises(ValueError, match="TFL3"):
         read_metadata(b"definitely not a flatbuffer")
 
 
-def test_a_metadata_signature_naming_an_unknown_tensor_fails_the_load(tmp_path):
-    model = (WITH_SIGDEF / "model.tflite").read_bytes()
+def test_a_metadata_signature_naming_an_unknown_tensor_fails_the_load(tmp_path, tflite):
+    model = (tflite(WITH_SIGDEF) / "model.tflite").read_bytes()
     assert model.count(b"tflite_input:0") == 1
     (tmp_path / "model.tflite").write_bytes(model.replace(b"tflite_input:0", b"tflite_ghost:0"))
     with pytest.raises(ServingError) as info:
@@ -225,8 +231,8 @@ def test_bad_requests_are_invalid_argument_and_never_break_the_model(load, conve
     assert servable.run(fixed, {"v": v, "k": k})["square"].tolist() == [[0, 1], [2, 3]]
 
 
-def test_an_expired_deadline_is_not_run(load):
-    servable = load(HALF_PLUS_TWO)
+def test_an_expired_deadline_is_not_run(load, tflite):
+    servable = load(tflite(HALF_PLUS_TWO))
     with pytest.raises(ServingError) as info:
         servable.run(servable.signatures["serving_default"], {"x": _x(2.0)}, timeout_ms=-1)
     assert info.value.code == Code.DEADLINE_EXCEEDED
@@ -243,8 +249,8 @@ def test_a_missing_or_broken_model_file_fails_the_load(tmp_path):
     assert "Cannot build a TFLite interpreter" in info.value.message
 
 
-def test_an_unloaded_model_is_unavailable(load):
-    loader = TfLiteLoader(str(HALF_PLUS_TWO), num_tflite_pools=1)
+def test_an_unloaded_model_is_unavailable(load, tflite):
+    loader = TfLiteLoader(str(tflite(HALF_PLUS_TWO)), num_tflite_pools=1)
     loader.load()
     servable = loader.servable()
     loader.unload()
@@ -259,13 +265,13 @@ def test_an_unloaded_model_is_unavailable(load):
 # ---------------------------------------------------------------------------- the pool
 
 
-def test_pool_size_is_pools_times_interpreters_per_pool(load):
-    assert load(HALF_PLUS_TWO, num_tflite_pools=3, num_tflite_interpreters_per_pool=2).num_interpreters == 6
-    assert load(HALF_PLUS_TWO, num_tflite_pools=0, num_tflite_interpreters_per_pool=0).num_interpreters == 1
+def test_pool_size_is_pools_times_interpreters_per_pool(load, tflite):
+    assert load(tflite(HALF_PLUS_TWO), num_tflite_pools=3, num_tflite_interpreters_per_pool=2).num_interpreters == 6
+    assert load(tflite(HALF_PLUS_TWO), num_tflite_pools=0, num_tflite_interpreters_per_pool=0).num_interpreters == 1
 
 
-def test_concurrent_runs_of_different_batch_sizes_get_their_own_answers(load):
-    servable = load(HALF_PLUS_TWO, num_tflite_pools=2)
+def test_concurrent_runs_of_different_batch_sizes_get_their_own_answers(load, tflite):
+    servable = load(tflite(HALF_PLUS_TWO), num_tflite_pools=2)
     sig = servable.signatures["serving_default"]
     wrong: list[Any] = []
 
@@ -285,8 +291,8 @@ def test_concurrent_runs_of_different_batch_sizes_get_their_own_answers(load):
     assert wrong == []
 
 
-def test_waiting_for_a_free_interpreter_honours_the_deadline():
-    pool = InterpreterPool((HALF_PLUS_TWO / "model.tflite").read_bytes(), 1)
+def test_waiting_for_a_free_interpreter_honours_the_deadline(tflite):
+    pool = InterpreterPool((tflite(HALF_PLUS_TWO) / "model.tflite").read_bytes(), 1)
     with pool.acquire():
         with pytest.raises(ServingError) as info:
             with pool.acquire(timeout_seconds=0.05):
@@ -304,8 +310,8 @@ def test_waiting_for_a_free_interpreter_honours_the_deadline():
 # ---------------------------------------------------------------------------- warmup
 
 
-def test_warmup_records_run_against_a_tflite_model(tmp_path):
-    version = _copy(HALF_PLUS_TWO, tmp_path / "1")
+def test_warmup_records_run_against_a_tflite_model(tmp_path, tflite):
+    version = _copy(tflite(HALF_PLUS_TWO), tmp_path / "1")
     log = prediction_log_pb2.PredictionLog()
     log.predict_log.request.inputs["x"].CopyFrom(tf.make_tensor_proto(_x(1.0, 2.0)))
     bad = prediction_log_pb2.PredictionLog()
@@ -345,15 +351,15 @@ def test_platform_selection(tmp_path):
     assert select_platform("onnx", str(only_tflite), prefer_tflite_model=True) == "onnx"
 
 
-def test_each_loader_gets_only_the_options_it_takes(tmp_path):
+def test_each_loader_gets_only_the_options_it_takes(tmp_path, tflite):
     options = {"tags": ("serve",), "prefer_tflite_model": True, "num_tflite_pools": 1,
                "enable_model_warmup": False, "some_future_option": 1}
-    assert isinstance(create_loader("tensorflow", str(HALF_PLUS_TWO), **options), TfLiteLoader)
+    assert isinstance(create_loader("tensorflow", str(tflite(HALF_PLUS_TWO)), **options), TfLiteLoader)
     saved_model = modelgen.make_half_plus_two(tmp_path / "hp2", 1)
     assert isinstance(create_loader("tensorflow", str(saved_model), **options), SavedModelLoader)
 
 
-def test_a_missing_tflite_runtime_fails_tflite_models_only(monkeypatch, tmp_path):
+def test_a_missing_tflite_runtime_fails_tflite_models_only(monkeypatch, tmp_path, tflite):
     """Simulate an install without the `tflite` extra: the runtime cannot be imported."""
     for name in list(sys.modules):
         if name.split(".")[0] == "ai_edge_litert" or name.startswith("pyserving.platforms.tflite."):
@@ -361,7 +367,7 @@ def test_a_missing_tflite_runtime_fails_tflite_models_only(monkeypatch, tmp_path
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ServingError) as info:
-        create_loader("tensorflow", str(HALF_PLUS_TWO), prefer_tflite_model=True)
+        create_loader("tensorflow", str(tflite(HALF_PLUS_TWO)), prefer_tflite_model=True)
     assert info.value.code == Code.FAILED_PRECONDITION
     assert "Platform tflite is not available" in info.value.message
     assert "pip install 'pyserving[tflite]'" in info.value.message

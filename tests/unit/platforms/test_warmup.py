@@ -20,7 +20,6 @@ if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
 import modelgen  # noqa: E402
-from support import TESTDATA  # noqa: E402
 
 from pyserving.errors import Code, ServingError  # noqa: E402
 from pyserving.platforms.tensorflow.saved_model import SavedModelLoader  # noqa: E402
@@ -130,9 +129,9 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def counter_dir(tmp_path: Path) -> Path:
+def counter_dir(tmp_path: Path, testdata: Path) -> Path:
     """A writable copy of TF Serving's stateful counter model."""
-    return copy_version(TESTDATA / "saved_model_counter" / "00000123", tmp_path / "counter" / "1")
+    return copy_version(testdata / "saved_model_counter" / "00000123", tmp_path / "counter" / "1")
 
 
 def incr_log() -> PredictionLog:
