@@ -58,9 +58,12 @@ RUN --mount=type=secret,id=ca \
 # (`strip --strip-unneeded` keeps the dynamic symbols that loading and linking use; a
 # native crash's stack trace loses the names of internal functions). Libraries that
 # auditwheel vendored into *.libs/ are left as they are: they are patched in ways strip
-# may not preserve, and have little to gain.
+# may not preserve, and have little to gain. Also the Python bindings of the StableHLO MLIR
+# dialect (~20 MB), which only model-conversion tools import: running a SavedModel, even
+# one with XlaCallModule ops, uses TensorFlow's C++ kernels.
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
  && rm -rf "$site/tensorflow/include" \
+ && rm -f "$site"/tensorflow/compiler/mlir/stablehlo/stablehlo_extension*.so \
  && find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} + \
  && find "$site" -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cc' -o -name '*.cpp' \
       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -delete \

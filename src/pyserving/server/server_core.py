@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -90,6 +91,10 @@ class ServerCore:
         self._tasks: list[asyncio.Task[Any]] = []
         self._reconcile_task: asyncio.Task[None] | None = None
         self._poll_lock = asyncio.Lock()
+        # A poll runs on a thread that stop() cannot cancel: what it finds is aspired only
+        # while the core is not stopped, decided under this lock, which stop() takes too.
+        self._aspire_lock = threading.Lock()
+        self._stopped = False
         self.bus.subscribe(self._log_state)
 
     # -- events ---------------------------------------------------------------------
@@ -142,7 +147,10 @@ class ServerCore:
                 data.append(ServableData(sid, loader))
             except ServingError as err:
                 data.append(ServableData(sid, error=err))
-        self.manager.set_aspired_versions(name, data)
+        with self._aspire_lock:
+            if self._stopped:  # nothing was loaded yet: the loaders are simply dropped
+                return
+            self.manager.set_aspired_versions(name, data)
 
     def _on_source_error(self, name: str, error: ServingError | None) -> None:
         if error is None:
@@ -207,8 +215,10 @@ class ServerCore:
                 await task
         self._tasks.clear()
         self.manager.stop_retries()
-        for name in list(self._models):
-            self.manager.set_aspired_versions(name, [])
+        with self._aspire_lock:
+            self._stopped = True
+            for name in list(self._models):
+                self.manager.set_aspired_versions(name, [])
         self._models.clear()
         settled = True
         if reconcile is not None:

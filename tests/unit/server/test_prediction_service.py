@@ -261,7 +261,9 @@ def test_metadata_and_status(base):
         assert service.status("m") == [VersionStatus(2, S.AVAILABLE, Code.OK, ""),
                                        VersionStatus(1, S.AVAILABLE, Code.OK, "")]
         assert service.status("m", 1) == [VersionStatus(1, S.AVAILABLE, Code.OK, "")]
-        for args, error in [(("",), (Code.INVALID_ARGUMENT, "Missing model name in request.")),
+        # An empty name is a model the server does not have (TF Serving's gRPC answer; REST
+        # says "Missing model name in request." before asking).
+        for args, error in [(("",), (Code.NOT_FOUND, "Could not find any versions of model ")),
                             (("nope",), (Code.NOT_FOUND, "Could not find any versions of model nope")),
                             (("m", 3), (Code.NOT_FOUND, "Could not find version 3 of model m"))]:
             with pytest.raises(ServingError) as err:

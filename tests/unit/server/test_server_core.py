@@ -371,9 +371,6 @@ def test_stop_waits_for_a_held_handle_then_unloads_every_version(base):
     run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="stop() does not wait for a file-system poll already running on its "
-                   "thread: the poll aspires versions after stop() unaspired them, and stop() returns True "
-                   "with a version loaded that is never unloaded")
 def test_stop_during_a_poll_leaves_no_version_loaded(tmp_path):
     base = tmp_path / "m"
     write_version(base, 1)
