@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from pyserving.errors import Code, ServingError
+from pyserving.monitoring.metrics import ServingMetrics, current_request
 
-__all__ = ["RequestGate"]
+__all__ = ["RequestGate", "Admission"]
 
 
 class RequestGate:
@@ -71,3 +72,37 @@ class RequestGate:
             return True
         except asyncio.TimeoutError:
             return False
+
+
+class Admission:
+    """One request's way through the server, the same for every front end: its metrics
+    record starts (and is the request's `current_request`, which the service labels),
+    `admit` passes the gate, `leave` gives the gate back once the work is done, and
+    `finish` counts and times it. The front end only says when."""
+
+    __slots__ = ("_metrics", "_gate", "record", "_token", "_admitted")
+
+    def __init__(self, metrics: ServingMetrics, gate: RequestGate, entrypoint: str, api: str = "",
+                 model: str = "", tf_api: str | None = None) -> None:
+        self._metrics = metrics
+        self._gate = gate
+        self.record = metrics.start(entrypoint, api, model, tf_api=tf_api)
+        self._token = current_request.set(self.record)
+        self._admitted: str | None = None
+
+    def admit(self, model: str, bounded: bool) -> None:
+        """Pass the gate (UNAVAILABLE while draining, RESOURCE_EXHAUSTED past the bound)."""
+        self._gate.enter(model, bounded)
+        self._admitted = model
+
+    def leave(self) -> None:
+        if self._admitted is not None:
+            self._gate.leave(self._admitted)
+            self._admitted = None
+
+    def finish(self, error: ServingError | None) -> None:
+        """Once per request, in the context that created it; `error` None: it succeeded."""
+        if self._admitted is not None:
+            self.leave()
+        current_request.reset(self._token)
+        self._metrics.finish(self.record, error)

@@ -34,7 +34,7 @@ from pyserving.monitoring.metrics import ServingMetrics, current_request, note_s
 from pyserving.platforms import inference
 from pyserving.platforms.base import Signature
 from pyserving.platforms.inference import CLASSIFY_METHOD_NAME, Api, find_signature
-from pyserving.server.admission import RequestGate
+from pyserving.server.admission import Admission, RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
 from pyserving.server.model_config import ModelConfig
 from pyserving.server.server_core import ServerCore, VersionStatus
@@ -107,6 +107,10 @@ class PredictionService:
         self.gate = gate if gate is not None else RequestGate()
         self.budget = budget if budget is not None else MemoryBudget()
         self._reload_lock = asyncio.Lock()
+
+    def begin(self, entrypoint: str, api: str = "", model: str = "", tf_api: str | None = None) -> Admission:
+        """A request arrives at a front end: its metrics and admission (see `Admission`)."""
+        return Admission(self.metrics, self.gate, entrypoint, api, model, tf_api)
 
     async def _handle(self, spec: ModelSpec, deadline: float | None) -> ServableHandle:
         if not spec.name:

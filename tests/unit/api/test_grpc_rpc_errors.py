@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from pyserving.api.grpc.servicers import rpc
 from pyserving.monitoring.metrics import UNKNOWN_MODEL, ServingMetrics
-from pyserving.server.admission import RequestGate
+from pyserving.server.admission import Admission, RequestGate
 
 
 class _Context:
@@ -31,8 +31,9 @@ class _Servicer:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._service = type("Service", (), {})()
-        self._service.metrics = ServingMetrics(self.registry)
-        self._service.gate = RequestGate()
+        metrics, gate = ServingMetrics(self.registry), RequestGate()
+        self._service.metrics, self._service.gate = metrics, gate
+        self._service.begin = lambda *args: Admission(metrics, gate, *args)
 
     @rpc
     async def Predict(self, request, context):  # noqa: N802 - the gRPC method name

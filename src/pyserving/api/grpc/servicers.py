@@ -38,11 +38,11 @@ from tensorflow_serving.apis import (
 
 from pyserving.api.grpc.status import to_grpc_status, truncate
 from pyserving.errors import Code, ServingError
-from pyserving.monitoring.metrics import ServingMetrics, current_request
+from pyserving.monitoring.metrics import ServingMetrics
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
 from pyserving.platforms.inference import multi_inference_tasks, serialized_examples
 from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
-from pyserving.server.admission import RequestGate
+from pyserving.server.admission import Admission, RequestGate
 from pyserving.server.model_config import to_model_configs
 from pyserving.server.prediction_service import (
     SMALL_REQUEST_BYTES,
@@ -93,6 +93,9 @@ class _NoService:
         self.metrics = ServingMetrics()
         self.gate = RequestGate()
 
+    def begin(self, entrypoint: str, api: str = "", model: str = "", tf_api: str | None = None) -> Admission:
+        return Admission(self.metrics, self.gate, entrypoint, api, model, tf_api)
+
 
 @functools.cache
 def _no_service() -> _NoService:
@@ -121,15 +124,14 @@ def rpc(method: Method) -> Method:
         if service is None:  # a bare servicer: error mapping only
             service = _no_service()
         model = _model_name(request)
-        record = service.metrics.start("grpc", api, model, tf_api=tf_api)
-        token = current_request.set(record)
+        admission = service.begin("grpc", api, model, tf_api)
         error: ServingError | None = None
         try:
-            service.gate.enter(model, bounded)
+            admission.admit(model, bounded)
             try:
                 return await method(self, request, context)
             finally:
-                service.gate.leave(model)
+                admission.leave()
         except ServingError as err:
             error = err
             code, message = to_grpc_status(err)
@@ -143,8 +145,7 @@ def rpc(method: Method) -> Method:
             code, message = grpc.StatusCode.INTERNAL, truncate(f"{type(exc).__name__}: {exc}")
             error = ServingError(Code.INTERNAL, message)
         finally:
-            current_request.reset(token)
-            service.metrics.finish(record, error)
+            admission.finish(error)
         await context.abort(code, message)
 
     return wrapper

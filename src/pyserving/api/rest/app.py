@@ -26,7 +26,7 @@ from pyserving.api.rest._rapidjson import INT64_MAX
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
 from pyserving.errors import Code, RequestTooLargeError, ServingError
-from pyserving.monitoring.metrics import RequestRecord, current_request
+from pyserving.server.admission import Admission
 from pyserving.server.budget import Claim
 from pyserving.server.prediction_service import SMALL_REQUEST_BYTES, ModelSpec, PredictionService
 
@@ -123,11 +123,10 @@ class RestApp:
             return
         # Every /v1 request is counted and timed (TF Serving's request_count covers
         # status and metadata too); the record travels to the service in `current_request`.
-        record = self.service.metrics.start("rest", "", "", tf_api="")
-        token = current_request.set(record)
+        request = self.service.begin("rest", tf_api="")
         error: ServingError | None = None
         try:
-            status, body = await self._dispatch(scope, receive, method, path, record)
+            status, body = await self._dispatch(scope, receive, method, path, request)
         except ServingError as err:
             error = err
             status = 413 if isinstance(err, RequestTooLargeError) else http_status(err.code)
@@ -148,15 +147,15 @@ class RestApp:
             status, body = 500, response_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
             error = ServingError(Code.INTERNAL, body.decode())
         finally:
-            current_request.reset(token)
-            self.service.metrics.finish(record, error)
+            request.finish(error)
         headers = self._headers
         if status == 429:  # backpressure; a client may retry after a second
             headers = [*headers, (b"retry-after", b"1")]
         if self.service.gate.draining:  # no new request on this connection
             headers = [*headers, (b"connection", b"close")]
         await _respond(send, status, headers, body)
-        self._log_end(method, path, status)
+        if self.options.access_log:
+            self._log_end(method, path, status)
 
     def _log_end(self, method: str, path: str, outcome: int | str) -> None:
         """The access log's second line for a request: its status, or why there is none."""
@@ -164,7 +163,7 @@ class RestApp:
             access_log.info("%s %s %s", method, path, outcome)
 
     async def _dispatch(
-        self, scope: dict[str, Any], receive: Receive, method: str, path: str, record: RequestRecord
+        self, scope: dict[str, Any], receive: Receive, method: str, path: str, request: Admission
     ) -> tuple[int, bytes]:
         malformed = ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
         m = _MODEL_PATH.fullmatch(path)
@@ -174,26 +173,26 @@ class RestApp:
         label = unquote(m["label"]) if m["label"] else None
         version = None if m["version"] is None else _parse_version(m["version"])
         verb, sub = m["verb"], m["sub"]
+        record = request.record
         record.model = name  # metrics labels
-        gate = self.service.gate  # drain and backpressure
         if method == "GET" and verb is None:
             if sub is not None and sub.lower() != "metadata":
                 raise malformed
             if not name:
                 raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
             record.api = "metadata" if sub == "metadata" else "status"
-            gate.enter(name, bounded=False)
+            request.admit(name, bounded=False)
             try:
                 if sub == "metadata":
                     return 200, await self._metadata(name, version, label)
                 return 200, self._status(name, version)
             finally:
-                gate.leave(name)
+                request.leave()
         if method == "POST" and verb is not None and sub is None and name:
             if verb not in ("predict", "classify", "regress"):
                 raise malformed
             record.api = record.tf_api = verb
-            gate.enter(name, bounded=True)
+            request.admit(name, bounded=True)
             claim = self.service.budget.claim()
             try:
                 body = await self._read_body(scope, receive, claim)
@@ -202,13 +201,11 @@ class RestApp:
                     return 200, await self._predict(name, version, label, body, deadline, claim)
                 return 200, await self._examples(verb, name, version, label, body, deadline)
             finally:
-                gate.leave(name)
+                request.leave()
                 claim.release()  # a no-op once the request's worker owns it
         raise malformed
 
     def _status(self, name: str, version: int | None) -> bytes:
-        if not name:
-            raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
         statuses = self.service.status(name, version)
         return response_json.encode_status(
             [(s.version, s.state.name, s.error_code.name, s.error_message) for s in statuses]
