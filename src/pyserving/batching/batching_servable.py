@@ -57,7 +57,7 @@ from pyserving.batching.scheduler import (
     BatchTask,
 )
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import MAX_LENIENT_RANK, Signature
+from pyserving.platforms.base import MAX_LENIENT_RANK, Loader, Servable, Signature
 
 __all__ = ["BatchingServable", "BatchingLoader", "loader_wrapper"]
 
@@ -287,7 +287,7 @@ class BatchingServable:
         return self._wrapped.runtime_name
 
     @property
-    def wrapped(self) -> Any:
+    def wrapped(self) -> Servable:
         """The servable that actually runs the batches."""
         return self._wrapped
 
@@ -489,7 +489,7 @@ class BatchingLoader:
         self._export_dir = export_dir
         self._model_name = model_name
         self._name = f"{model_name}:{version}"
-        self._servable: Any = None
+        self._servable: Servable | None = None
 
     @property
     def export_dir(self) -> str:
@@ -545,7 +545,7 @@ class BatchingLoader:
                         _CLOSE_WAIT_SECONDS)
         self._inner.unload()
 
-    def servable(self) -> Any:
+    def servable(self) -> Servable:
         if self._servable is None:
             raise ServingError(Code.FAILED_PRECONDITION, f"Servable {self._name} is not loaded")
         return self._servable
@@ -556,7 +556,7 @@ def loader_wrapper(scheduler: BatchScheduler, config: BatchingConfig
     """The factory `ServerCore` applies to every new loader: ``(loader, servable_id,
     export_dir) -> BatchingLoader``."""
 
-    def wrap(loader: Any, servable_id: Any, export_dir: str) -> BatchingLoader:
+    def wrap(loader: Loader, servable_id: Any, export_dir: str) -> BatchingLoader:
         return BatchingLoader(loader, scheduler, config, export_dir, servable_id.name,
                               servable_id.version)
 

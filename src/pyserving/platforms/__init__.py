@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from pyserving.errors import Code, ServingError
+from pyserving.platforms.base import Loader
 
 __all__ = ["PLATFORMS", "create_loader", "is_known_platform", "select_platform"]
 
@@ -26,7 +27,7 @@ def is_known_platform(name: str) -> bool:
     return name in PLATFORMS
 
 
-def create_loader(platform: str, export_dir: str, **options: Any) -> Any:
+def create_loader(platform: str, export_dir: str, **options: Any) -> Loader:
     """A loader for one version folder (nothing is loaded until `load()`).
 
     `options` are the server-wide loader options; each loader gets those its constructor

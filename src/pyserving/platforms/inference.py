@@ -18,7 +18,7 @@ from typing import Any, Callable, Container, Iterable, Literal, Mapping, Sequenc
 import numpy as np
 
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
+from pyserving.platforms.base import DEFAULT_SIGNATURE, Servable, Signature
 
 __all__ = [
     "Api",
@@ -46,7 +46,7 @@ Api = Literal["rest", "grpc"]
 Runner = Callable[[Signature, Mapping[str, np.ndarray], Sequence[str]], Mapping[str, Any]]
 
 
-def find_signature(servable: Any, name: str, method: str, api: Api = "grpc") -> Signature:
+def find_signature(servable: Servable, name: str, method: str, api: Api = "grpc") -> Signature:
     """The signature `name` picks ("" = serving_default), with TF Serving's not-found
     error for that API and method (Predict's differs between REST and gRPC)."""
     sig_name = name or DEFAULT_SIGNATURE

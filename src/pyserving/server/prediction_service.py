@@ -32,7 +32,7 @@ from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
 from pyserving.platforms import inference
-from pyserving.platforms.base import Signature
+from pyserving.platforms.base import Servable, Signature
 from pyserving.platforms.inference import CLASSIFY_METHOD_NAME, Api, find_signature
 from pyserving.server.admission import Admission, RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
@@ -82,7 +82,7 @@ class RegressResult:
     values: list[float]
 
 
-def _signature(servable: Any, name: str, api: Api, method: str) -> Signature:
+def _signature(servable: Servable, name: str, api: Api, method: str) -> Signature:
     sig = find_signature(servable, name, method, api)
     note_signature(sig.name)  # metrics label
     return sig
@@ -167,7 +167,7 @@ class PredictionService:
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before the request was run")
         return max(1, int(remaining * 1000))
 
-    def _run_model(self, servable: Any, model: str, api: str, sig: Signature, inputs: Mapping[str, Any],
+    def _run_model(self, servable: Servable, model: str, api: str, sig: Signature, inputs: Mapping[str, Any],
                    output_filter: Sequence[str], deadline: float | None) -> dict[str, np.ndarray]:
         """Run unless the deadline has passed (DEADLINE_EXCEEDED, not run), bounded
         by what is left of it; TF Serving's `runtime_latency` times successful runs."""
@@ -177,7 +177,7 @@ class PredictionService:
         self.metrics.observe_runtime(model, api, servable.runtime_name, time.perf_counter() - start)
         return outputs
 
-    def _runner(self, servable: Any, model: str, api: str, deadline: float | None) -> inference.Runner:
+    def _runner(self, servable: Servable, model: str, api: str, deadline: float | None) -> inference.Runner:
         """`_run_model` for one request, as the shared classify/regress semantics call it."""
         return lambda sig, inputs, output_filter: self._run_model(
             servable, model, api, sig, inputs, output_filter, deadline)
