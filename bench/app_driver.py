@@ -12,10 +12,10 @@ server and no client in the way, these move much less between runs than wrk's fi
 small changes to the request path can be compared (run it pinned: `taskset -c 0`).
 
 `--model` separates the costs: `no-tf` keeps batching but answers every batch with zeros
-instead of running TensorFlow (the batching hand-off without the model: a stand-in loader
-given to the `Server`); `instant` answers a batched request at once, without queueing it
-(the app alone; needs `--batching`; it replaces the batching servable's `run_async`, the
-one thing no `Server` option can stand in for).
+instead of running TensorFlow (the batching hand-off without the model); `instant` answers
+every request with zeros at once on the event loop, as a batched model's fast path would
+without its queue (the app alone; without `--batching`). Both are stand-in loaders given to
+the `Server` (`loader_wrapper`): no class of the server is patched.
 bench/RESULTS.md's analysis quotes this driver.
 """
 
@@ -40,7 +40,6 @@ _import_tensorflow()  # as the server does, before anything else imports TensorF
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
 
-from pyserving.batching import batching_servable  # noqa: E402
 from pyserving.cli.flags import parse_flags  # noqa: E402
 from pyserving.model_server import Server  # noqa: E402
 
@@ -85,10 +84,19 @@ class ZerosServable:
         return _zeros(signature, inputs)
 
 
-def answer_batched_requests_at_once() -> None:
-    async def at_once(self: Any, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
+class InstantServable(ZerosServable):
+    """An `AsyncServable` that answers at once: the request path's fast path, no queue."""
+
+    async def run_async(self, signature: Any, inputs: Any, output_filter: Any = (), deadline: Any = None) -> Any:
         return _zeros(signature, inputs)
-    batching_servable.BatchingServable.run_async = at_once  # type: ignore[method-assign]
+
+
+class InstantLoader(ZerosLoader):
+    def servable(self) -> Any:
+        return InstantServable(self._inner.servable())
+
+
+STAND_INS = {"no-tf": ZerosLoader, "instant": InstantLoader}
 
 
 async def drive(args: argparse.Namespace) -> None:
@@ -99,7 +107,8 @@ async def drive(args: argparse.Namespace) -> None:
     if args.batching:
         flags += ["--enable_batching", f"--batching_parameters_file={args.batching}"]
     flags += args.server_flag
-    wrapper = (lambda loader, sid, path: ZerosLoader(loader)) if args.model == "no-tf" else None
+    stand_in = STAND_INS.get(args.model)
+    wrapper = (lambda loader, sid, path: stand_in(loader)) if stand_in is not None else None
     server = Server(parse_flags(flags)[0], loader_wrapper=wrapper)
     await server.start()
     await server.wait_ready()
@@ -156,10 +165,8 @@ def main() -> None:
     ap.add_argument("--model", choices=("real", "no-tf", "instant"), default="real")
     ap.add_argument("--server-flag", action="append", default=[], help="one more server flag (repeatable)")
     args = ap.parse_args()
-    if args.model == "instant" and not args.batching:
-        ap.error("--model instant needs --batching")
-    if args.model == "instant":
-        answer_batched_requests_at_once()
+    if args.model == "instant" and args.batching:
+        ap.error("--model instant answers without a batch queue: leave out --batching")
     uvloop.run(drive(args))
 
 

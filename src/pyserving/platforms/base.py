@@ -14,7 +14,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_SIGNATURE", "MAX_LENIENT_RANK", "TensorSpec", "Signature", "Servable", "Loader"]
+__all__ = ["DEFAULT_SIGNATURE", "MAX_LENIENT_RANK", "TensorSpec", "Signature", "Servable", "AsyncServable",
+           "Loader"]
 
 # The signature a request that names none runs, and the name a platform gives a model's
 # only signature when the model format has no names of its own (TFLite).
@@ -78,6 +79,21 @@ class Servable(Protocol):
         Raises `ServingError` (INVALID_ARGUMENT for bad inputs the runtime rejects,
         DEADLINE_EXCEEDED past `timeout_ms`, INTERNAL otherwise). Never raises anything else.
         """
+
+
+class AsyncServable(Servable, Protocol):
+    """A servable that can also run without a worker thread (batching: the request waits for
+    its batch on the event loop). A small request to one is decoded and encoded on the loop
+    and awaits `run_async`, one thread hop fewer."""
+
+    async def run_async(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """`run` for the event loop; `deadline` is a `time.monotonic()` time (None: none)."""
 
 
 class Loader(Protocol):

@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from pyserving.batching.batching_servable import BatchingServable
 from pyserving.core.servable_handle import ServableHandle
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics, current_request, note_signature, note_version
@@ -196,20 +195,21 @@ class PredictionService:
     ) -> PredictResult | T:
         """Run a signature. `decode(signature)` builds the inputs; `encode`, if given,
         turns the result into the answer; both run on the worker thread, except for a
-        `small` request (the front end vouches decode and encode take microseconds) to a
-        batched model: then they run on the loop and no thread waits for the batch.
+        `small` request (the front end vouches decode and encode take microseconds) to an
+        `AsyncServable` (a batched model): then they run on the loop and no thread waits.
         `claim` (the request's share of the memory budget, which `decode` adds to) also
         counts the outputs before they are encoded, and is released once the work ended."""
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
             sig = _signature(servable, spec.signature_name, api, "predict")
-            # Batched fast path (one thread hop: the batch thread)
-            if small and isinstance(servable, BatchingServable):
+            # The fast path of an AsyncServable (batching: one thread hop, the batch thread)
+            run_async = getattr(servable, "run_async", None) if small else None
+            if run_async is not None:
                 self._timeout_ms(deadline)
                 inputs = decode(sig)
                 start = time.perf_counter()
-                outputs = await servable.run_async(sig, inputs, output_filter, deadline)
+                outputs = await run_async(sig, inputs, output_filter, deadline)
                 self.metrics.observe_runtime(handle.id.name, "Predict", servable.runtime_name,
                                              time.perf_counter() - start)
                 _claim_outputs(claim, outputs)
