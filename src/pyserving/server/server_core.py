@@ -48,7 +48,8 @@ class CoreOptions:
     load_timeout_seconds: float = 0.0
     allow_version_labels_for_unavailable_models: bool = False
     loader_options: dict[str, Any] = field(default_factory=dict)
-    # Batching: applied to every new loader, (loader, ServableId, export_dir) -> loader.
+    # Applied to every new loader (batching; a benchmark's stand-in model), (loader, ServableId,
+    # export_dir) -> loader.
     loader_wrapper: Callable[[Any, ServableId, str], Any] | None = None
 
 
@@ -61,6 +62,8 @@ class VersionStatus:
 
 
 class ServerCore:
+    _round_done: asyncio.Event  # made by start(), replaced after every reconcile round
+
     def __init__(self, options: CoreOptions) -> None:
         self.options = options
         self.bus: EventBus[ServableState] = EventBus()
@@ -131,7 +134,7 @@ class ServerCore:
                           _MAX_STEPS_PER_ROUND)
             # wake waiters: they re-check after every round
             self._round_done.set()
-            self._round_done: asyncio.Event = asyncio.Event()
+            self._round_done = asyncio.Event()
 
     # -- source callbacks (poll thread) -------------------------------------------------
     def _on_versions(self, name: str, versions: dict[int, str]) -> None:
@@ -142,7 +145,7 @@ class ServerCore:
             try:
                 assert model is not None
                 loader = create_loader(model.platform, path, **self.options.loader_options)
-                if self.options.loader_wrapper is not None:  # batching
+                if self.options.loader_wrapper is not None:
                     loader = self.options.loader_wrapper(loader, sid, path)
                 data.append(ServableData(sid, loader))
             except ServingError as err:
