@@ -133,6 +133,15 @@ class ServerOptions:
         "RESOURCE_EXHAUSTED / HTTP 429 (0: no bound)")
     shutdown_grace_seconds: float = flag(
         30.0, "pyserving: how long SIGTERM waits for requests in flight before exiting")
+    workers: int = flag(
+        1, "pyserving: processes serving the same ports; more than 1 runs them under a supervisor that owns the "
+        "model lifecycle (0: one per available core)")
+    worker_max_rss_mb: int = flag(
+        0, "pyserving: with several workers, a worker whose resident memory passes this is drained and replaced "
+        "(0: off)")
+    recycle_workers_on_unload: bool = flag(
+        False, "pyserving: with several workers, replace a worker (one at a time) after it unloads a version, "
+        "so that the version's memory goes back to the system")
 
 
 def option_help(name: str) -> str:
