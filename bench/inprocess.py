@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from pyserving.cli.main import _keep_freed_memory
+from pyserving.cli.main import keep_freed_memory
 from pyserving.platforms.tensorflow.saved_model import SavedModelLoader
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--gap-us", type=float, default=0.0,
                     help="sleep this long before each timed call (the idle gap a sequential client leaves)")
     args = ap.parse_args()
-    _keep_freed_memory()  # the server's allocator setting, so the limit gets it too
+    keep_freed_memory()  # the server's allocator setting, so the limit gets it too
     loader = SavedModelLoader(args.model_dir)
     loader.load()
     servable = loader.servable()

@@ -35,7 +35,7 @@ import gc
 import logging
 import os
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from pyserving.core.servable_id import ServableId
 from pyserving.core.servable_state import ManagerState, ServableState
@@ -57,7 +57,7 @@ from pyserving.server.model_config import (
 from pyserving.server.prediction_service import PredictionService
 from pyserving.server.server_core import CoreOptions, ServerCore
 
-__all__ = ["Server", "READY_MESSAGE", "listening_summary", "build_model_configs"]
+__all__ = ["Server", "Supervision", "READY_MESSAGE", "listening_summary", "build_model_configs", "poll_config_file"]
 
 log = logging.getLogger("pyserving")
 
@@ -65,6 +65,43 @@ READY_MESSAGE = "Server ready: every model of the initial configuration is AVAIL
 
 # (loader, ServableId, export_dir) -> loader, applied to every new version's loader.
 LoaderWrapper = Callable[[Any, ServableId, str], Any]
+
+
+class Supervision(Protocol):
+    """What a worker process's `Server` takes from its supervisor (`workers/worker.py`):
+    the models and versions (the worker's core has no source of its own), status and
+    readiness as the supervisor merges them over every worker, config reloads (applied to
+    every worker), the metrics page (summed over every worker)."""
+
+    bus: Any  # published on whenever status or readiness may have changed
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def bind_when_ready(self) -> bool: ...  # a replacement worker opens its ports once it has loaded
+
+    @property
+    def initial_models(self) -> list[ModelConfig]: ...
+
+    @property
+    def initial_names(self) -> set[str]: ...  # the models the worker waits for before it is ready
+
+    @property
+    def models(self) -> dict[str, ModelConfig]: ...
+
+    def model_status(self, name: str, version: int | None = None) -> list[Any]: ...
+
+    def is_ready(self) -> tuple[bool, str]: ...
+
+    async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float | None = None,
+                            wait: bool = True) -> None: ...
+
+    async def metrics_page(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]: ...
+
+    def attach(self, server: Server) -> None: ...
+
+    def rest_socket(self) -> Any: ...  # the REST listening socket every worker shares
 
 
 class FrontEnd(Protocol):
@@ -142,7 +179,7 @@ def _session_config(options: ServerOptions) -> Any:
     return config
 
 
-async def _poll_config_file(core: ServerCore, path: str, every: float, last_text: str | None) -> None:
+async def poll_config_file(core: Any, path: str, every: float, last_text: str | None) -> None:
     while True:
         await asyncio.sleep(every)
         try:
@@ -230,10 +267,11 @@ def _loader_options(options: ServerOptions) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, options: ServerOptions, *, loader_wrapper: LoaderWrapper | None = None) -> None:
+    def __init__(self, options: ServerOptions, *, loader_wrapper: LoaderWrapper | None = None,
+                 supervisor: Supervision | None = None) -> None:
         """Build every part from `options` (StartupError when they are wrong). `loader_wrapper`
         wraps each version's platform loader, inside batching (a benchmark stands a model in
-        with it)."""
+        with it). With `supervisor`, the server is one worker process of several."""
         if options.port == 0 and not options.grpc_socket_path and not options.rest_api_port:
             raise StartupError(
                 "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
@@ -242,11 +280,13 @@ class Server:
         from prometheus_client import CollectorRegistry
 
         self.options = options
+        self.supervisor = supervisor
         try:
             batching_config = batching_config_from_server_options(options)
         except BatchingConfigError as exc:
             raise StartupError(str(exc)) from None
-        self.models: list[ModelConfig] = build_model_configs(options)
+        self.models: list[ModelConfig] = (
+            build_model_configs(options) if supervisor is None else supervisor.initial_models)
         loader_options = _loader_options(options)
         self.metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
         # warmup metrics (TF Serving's model_warmup_latency / _records_read); read at each load
@@ -267,18 +307,22 @@ class Server:
             loader_options=loader_options,
             loader_wrapper=_compose(loader_wrapper,
                                     self.batching.wrap_loader if self.batching is not None else None),
-        ))
+        ), own_source=supervisor is None)
+        # What status, readiness and reloads answer from: this core, or the supervisor's
+        # view of every worker.
+        self.control: Any = supervisor if supervisor is not None else self.core
         core, metrics = self.core, self.metrics
         core.bus.subscribe(metrics.on_servable_state)
         metrics.bind_configured(core.is_configured)
         core.bus.subscribe(_freeze_after_load)
         self.gate = RequestGate(options.max_in_flight_requests_per_model)
-        self.health = Health(core, self.gate)
+        self.health = Health(self.control, self.gate)
         metrics.bind_in_flight(lambda: {**dict.fromkeys(core.models, 0), **self.gate.in_flight()})
         metrics.bind_handles(core.manager.handles_in_use)
         self.watchdog = LoopWatchdog(metrics.event_loop_lag.observe)
         self.budget = MemoryBudget(options.max_request_tensor_bytes, options.max_in_flight_tensor_bytes)
-        self.service = PredictionService(core, metrics=metrics, gate=self.gate, budget=self.budget)
+        self.service = PredictionService(core, metrics=metrics, gate=self.gate, budget=self.budget,
+                                         control=self.control)
         if self.batching is not None:  # batching metrics (TF's batching_session/* and ours)
             from pyserving.batching import MetricsObserver
 
@@ -291,13 +335,17 @@ class Server:
             self.rest_app = build_rest_app(options, self.service)
             self.rest_app.extra_routes.update(self.health.routes())  # /healthz, /readyz
             if self.prometheus is not None:
-                self.rest_app.extra_routes[self.prometheus[0]] = self.prometheus[1]
+                page = self.prometheus[1] if supervisor is None else supervisor.metrics_page
+                self.rest_app.extra_routes[self.prometheus[0]] = page
         self.front_ends: dict[str, FrontEnd] = {}
         self.threads_left_behind = False  # a load or unload still running after stop()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop_requested = asyncio.Event()
+        self._drain_on_stop = True
         self._stopping_since: float | None = None
         self._stopped: asyncio.Future[None] | None = None
+        if supervisor is not None:
+            supervisor.attach(self)
 
     async def start(self) -> None:
         """Open the ports and start loading the models; returns at once."""
@@ -305,21 +353,31 @@ class Server:
         self.watchdog.start()
         if options.rest_api_port and options.rest_api_port == options.port:
             log.error("--rest_api_port cannot be the same as --port; REST is not started")
+        supervisor = self.supervisor
+        if supervisor is None or not supervisor.bind_when_ready:
+            await self._open_front_ends()
+        await self.core.start(self.models, None if supervisor is None else supervisor.initial_names)
+
+    async def _open_front_ends(self) -> None:
+        options = self.options
+        worker = self.supervisor is not None
         if self.rest_app is not None:
             from pyserving.api.rest.server import RestFrontEnd
 
-            self.front_ends["rest"] = await RestFrontEnd.start(options, self.rest_app)
+            sock = self.supervisor.rest_socket() if self.supervisor is not None else None
+            self.front_ends["rest"] = await RestFrontEnd.start(options, self.rest_app, sock=sock)
         from pyserving.api.grpc.server import GrpcFrontEnd
 
-        grpc_front = await GrpcFrontEnd.start(options, self.service, metric_value=self.metrics.value)
+        grpc_front = await GrpcFrontEnd.start(options, self.service, metric_value=self.metrics.value,
+                                              reuse_port=worker)
         if grpc_front is not None:
             self.front_ends["grpc"] = grpc_front
         for name, front in self.front_ends.items():
             self._tasks.append(asyncio.create_task(front.serve(), name=name))
-        log.info("%s", listening_summary(options, "rest" in self.front_ends,
-                                         self.prometheus[0] if self.prometheus else None))
+        if not worker:  # the supervisor says it once for all its workers
+            log.info("%s", listening_summary(options, "rest" in self.front_ends,
+                                             self.prometheus[0] if self.prometheus else None))
         self._tasks.append(asyncio.create_task(self.health.watch(self._report_health), name="health"))
-        await self.core.start(self.models)
 
     async def _report_health(self, ready: bool) -> None:  # pushed health (gRPC) follows readiness
         for front in self.front_ends.values():
@@ -332,31 +390,42 @@ class Server:
             await self.core.wait_initial_load()
         except ServingError as err:
             raise StartupError(f"Failed to start server. Error: {err}") from None
+        if not self.front_ends and self.supervisor is not None and self.supervisor.bind_when_ready:
+            await self._open_front_ends()
         self.health.mark_started()  # ready (and gRPC SERVING) before the ready line
         await self._report_health(self.health.readiness()[0])
-        log.info("%s (%s)", READY_MESSAGE, ", ".join(sorted(self.core.models)))
+        if self.supervisor is not None:  # the supervisor says READY_MESSAGE once all workers are
+            log.info("Loaded its models (%s)", ", ".join(sorted(self.core.models)))
+        else:
+            log.info("%s (%s)", READY_MESSAGE, ", ".join(sorted(self.core.models)))
         # Keep the loaded models' objects out of the cyclic GC; a full collection
         # with TF loaded costs ~170 ms and was the p99 of every request (bench/RESULTS.md).
         gc.freeze()
         options = self.options
-        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0 and self.supervisor is None:
             with open(options.model_config_file, encoding="utf-8") as f:
                 first_text = f.read()
-            self._tasks.append(asyncio.create_task(_poll_config_file(
+            self._tasks.append(asyncio.create_task(poll_config_file(
                 self.core, options.model_config_file, options.model_config_file_poll_wait_seconds, first_text),
                 name="config-poll"))
 
-    def request_stop(self) -> None:
-        """Ask `run()` to drain and stop (what SIGTERM does); callable from the loop only."""
+    def request_stop(self, *, drain: bool = True) -> None:
+        """Ask `run()` to drain and stop (what SIGTERM does); callable from the loop only.
+        Without `drain` (a worker replaced while the others serve) new requests are not
+        refused: the listeners close and what is in flight finishes."""
         self._stopping_since = self._stopping_since or time.monotonic()
+        self._drain_on_stop = self._drain_on_stop and drain
         self._stop_requested.set()
 
-    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Start, serve until `request_stop()`, then drain and stop; `on_ready()` once every
-        initial model is AVAILABLE. StartupError if it cannot start (after stopping what had
-        started)."""
+    async def run(self, on_ready: Callable[[], None] | None = None,
+                  on_started: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start, serve until `request_stop()`, then drain and stop; `await on_started()`
+        once started, `on_ready()` once every initial model is AVAILABLE. StartupError if it
+        cannot start (after stopping what had started)."""
         try:
             await self.start()
+            if on_started is not None:
+                await on_started()
             ready = asyncio.create_task(self.wait_ready())
             stop = asyncio.create_task(self._stop_requested.wait())
             await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -370,7 +439,7 @@ class Server:
         except BaseException:
             await self.stop(drain=False)
             raise
-        await self.stop()
+        await self.stop(drain=self._drain_on_stop)
 
     async def stop(self, *, drain: bool = True) -> None:
         """Drain (at most `--shutdown_grace_seconds`, counted from the stop request), close

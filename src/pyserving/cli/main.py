@@ -17,10 +17,11 @@ from pyserving.platforms.tensorflow.runtime import tf_cpp_min_log_level
 __all__ = ["main"]
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str, tag: str = "") -> None:
+    """TF Serving's log layout; `tag` starts every message (a worker says which it is)."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
+        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] " + tag.replace("%", "%%") + "%(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
         force=True,
@@ -51,7 +52,7 @@ _MMAP_THRESHOLD = 32 << 20  # glibc's largest
 _MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
-def _keep_freed_memory() -> bool:
+def keep_freed_memory() -> bool:
     """Let glibc keep freed memory for the next request instead of handing it back to the
     system at once (heap trimmed only above 1 GiB free; blocks up to 32 MiB from the heap,
     not from mmap). A big request (10,000 images over REST: ~200 MB of body, parsed numbers
@@ -93,12 +94,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"TensorFlow ModelServer: {__version__}-pyserving\nTensorFlow Library: {tf.__version__}")
         return 0
-    _configure_logging(options.log_level)
+    configure_logging(options.log_level)
     log = logging.getLogger("pyserving")
     for name in set_flags(options):
         log.warning("--%s is accepted for compatibility and has no effect in pyserving", name)
+    workers = options.workers
+    if workers <= 0:
+        from pyserving.workers.cpus import available_cpus
 
-    _keep_freed_memory()
+        workers = available_cpus()
+    if workers > 1:
+        return _supervise(options, workers)
+    if options.worker_max_rss_mb or options.recycle_workers_on_unload:
+        log.warning("--worker_max_rss_mb and --recycle_workers_on_unload take effect with --workers=2 or more")
+
+    keep_freed_memory()
     try:
         _import_tensorflow(verbose=options.log_level == "DEBUG")  # first: the gRPC API protos import it too
         from pyserving.model_server import Server
@@ -115,18 +125,48 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - optional speed-up
-            asyncio.run(serve())
-        else:
-            uvloop.run(serve())
+        run_loop(serve())
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 1
-    if server is not None and server.threads_left_behind:  # a stuck load would block the exit forever
+    return exit_code(code, server is not None and server.threads_left_behind)
+
+
+def _supervise(options: Any, workers: int) -> int:
+    """Several worker processes under a supervisor (which never imports TensorFlow)."""
+    from pyserving.workers.supervisor import Supervisor
+
+    supervisor: Supervisor | None = None
+
+    async def serve() -> int:
+        nonlocal supervisor
+        supervisor = Supervisor(options, workers)
+        _stop_on_signals(supervisor)
+        return await supervisor.run()
+
+    try:
+        return run_loop(serve())
+    except StartupError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 1
+
+
+def run_loop(main: Any) -> Any:
+    """Run `main` (a coroutine) on uvloop when installed, else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def exit_code(code: int, threads_left_behind: bool) -> int:
+    """`code`, or exit at once with it: a stuck load would block the interpreter's exit forever."""
+    if threads_left_behind:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -36,6 +36,7 @@ from pyserving.platforms.inference import CLASSIFY_METHOD_NAME, Api, find_signat
 from pyserving.server.admission import Admission, RequestGate
 from pyserving.server.budget import Claim, MemoryBudget
 from pyserving.server.model_config import ModelConfig
+from pyserving.server.model_control import ModelControl
 from pyserving.server.server_core import ServerCore, VersionStatus
 
 __all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
@@ -96,8 +97,11 @@ class PredictionService:
         metrics: ServingMetrics | None = None,
         gate: RequestGate | None = None,
         budget: MemoryBudget | None = None,
+        control: ModelControl | Any = None,
     ) -> None:
         self.core = core
+        # status and config reloads: the core's own control plane, or a worker's supervisor
+        self.control = control if control is not None else core
         # The size of asyncio's default executor, but ours: the handle's release is tied to
         # the end of the work, which `run_in_executor`'s future does not expose.
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
@@ -313,13 +317,13 @@ class PredictionService:
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """Every version's state, or one version's (NOT_FOUND for a model or version the
         server does not have; an empty name is such a model)."""
-        return self.core.model_status(name, version)
+        return self.control.model_status(name, version)
 
     async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float) -> None:
         """Replace the served models (TF Serving's HandleReloadConfigRequest); one reload at
         a time, each waiting at most `wait_timeout` for its new models to load."""
         async with self._reload_lock:
-            await self.core.reload_config(models, wait_timeout=wait_timeout)
+            await self.control.reload_config(models, wait_timeout=wait_timeout)
 
 
 def _claim_outputs(claim: Claim | None, outputs: Mapping[str, Any]) -> None:

@@ -16,7 +16,8 @@ a live one, or a non-socket file, is a startup error). `--ssl_config_file` (text
 
 Channel arguments: max send/receive message size INT32_MAX (TF Serving's
 `SetMaxMessageSize`), `grpc.so_reuseport=0` so that a port already in use is a clear
-startup error instead of a silently shared port, a pending-call queue of 10,000 (soft) /
+startup error instead of a silently shared port (1 for worker processes, which share it on
+purpose; their supervisor checks the port is free first), a pending-call queue of 10,000 (soft) /
 30,000 (hard) instead of core's 1,000 / 3,000 (beyond the soft limit core cancels
 arriving calls at random: 2,000 concurrent calls from one client got ~5% CANCELLED),
 then `--grpc_channel_arguments` (`k=v,k2=v2`; values that parse as int32 are ints, else
@@ -172,8 +173,10 @@ class GrpcFrontEnd:
         service: PredictionService,
         *,
         metric_value: Callable[[str], int] | None = None,
+        reuse_port: bool = False,
     ) -> GrpcFrontEnd | None:
-        """Bind and start; None when neither `--port` nor `--grpc_socket_path` is set."""
+        """Bind and start; None when neither `--port` nor `--grpc_socket_path` is set.
+        `reuse_port`: worker processes share the port (SO_REUSEPORT)."""
         socket_path = options.grpc_socket_path
         if not options.port and not socket_path:
             return None
@@ -181,7 +184,7 @@ class GrpcFrontEnd:
         args: dict[str, int | str] = {
             "grpc.max_send_message_length": INT32_MAX,
             "grpc.max_receive_message_length": INT32_MAX,
-            "grpc.so_reuseport": 0,
+            "grpc.so_reuseport": int(reuse_port),
             # RPCs that arrive faster than the loop accepts them wait in gRPC core's
             # pending queue; past its soft limit (default 1000) core randomly answers
             # CANCELLED. A burst of 2000 concurrent calls hit that; queue them instead.

@@ -34,6 +34,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+# How long a connection with nothing answered yet may still deliver its request once the
+# server stops (see `HttpProtocol.shutdown`).
+_FIRST_REQUEST_GRACE_SECONDS = 2.0
+
 
 class _CoalescingTransport:
     __slots__ = ("_transport", "_held", "_call_soon")
@@ -112,11 +116,14 @@ class HttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._rejected: tuple[int, str] | None = None
         self._read_timer: asyncio.TimerHandle | None = None
+        self._fresh = True  # nothing received yet
+        self._closing = False  # the server is stopping: answer what is on its way, then close
 
     # -- limits -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self._rejected is not None:
             return
+        self._fresh = False
         if self._head_bytes is not None:
             if self._head_bytes == 0:
                 self._arm_read_timer("Request head not received in time")
@@ -144,6 +151,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_bytes = None
         self._header_count = 0
         super().on_headers_complete()
+        if self._closing and self.cycle is not None:
+            self.cycle.keep_alive = False
         if self._read_timer is not None:
             self._arm_read_timer("Request body not received in time")
 
@@ -193,3 +202,19 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server stops (a drain ended, a worker replaced). uvicorn closes every
+        connection without a request in progress, but a connection just accepted, or
+        with part of a head read, has a request on its way that the client already sent:
+        closing it fails that request. Such a connection gets a moment to deliver it; it
+        is answered and then closed."""
+        if self.cycle is None and (self._fresh or self._head_bytes):
+            self._closing = True
+            self.loop.call_later(_FIRST_REQUEST_GRACE_SECONDS, self._close_if_nothing_came)
+            return
+        super().shutdown()
+
+    def _close_if_nothing_came(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()

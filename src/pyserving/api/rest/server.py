@@ -79,8 +79,11 @@ class RestFrontEnd:
         self._task = task
 
     @classmethod
-    async def start(cls, options: ServerOptions, app: RestApp) -> RestFrontEnd:
-        sock = bind(options.rest_api_port)
+    async def start(cls, options: ServerOptions, app: RestApp, *, sock: socket.socket | None = None) -> RestFrontEnd:
+        """Bind `--rest_api_port`, or serve `sock`, a listening socket shared by worker
+        processes (each accepts from the one queue: a worker that stops leaves the
+        connections waiting there to the others)."""
+        sock = bind(options.rest_api_port) if sock is None else sock
         config = uvicorn.Config(
             app, lifespan="off", access_log=False, log_config=None,
             http=HttpProtocol.with_limits(HttpLimits(
