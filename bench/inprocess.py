@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from pyserving.cli.main import keep_freed_memory
+from pyserving.process import keep_freed_memory
 from pyserving.platforms.tensorflow.saved_model import SavedModelLoader
 
 

@@ -38,6 +38,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The REST and gRPC front ends.
     ("api", ("pyserving.api",)),
     (APPLICATION, ()),
+    # Worker processes under a supervisor: several servers as one.
+    ("workers", ("pyserving.workers",)),
     ("cli", ("pyserving.cli", "pyserving.__main__")),
 )
 

@@ -135,5 +135,10 @@ class Channel:
             self._write(("reply", ident, op, reply))
             await self._writer.drain()
 
+    async def flush(self, timeout: float) -> None:
+        """Until what was sent has left (a worker about to exit), at most `timeout` s."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer.drain(), timeout)
+
     def close(self) -> None:
         self._writer.close()

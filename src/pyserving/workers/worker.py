@@ -188,7 +188,7 @@ async def _serve(fd: int) -> int:
         server = Server(hello.options, supervisor=link)
     except StartupError as exc:
         channel.note("startup_error", str(exc))
-        await _flush(channel)
+        await channel.flush(5)
         raise
     _stop_on_signals(server)
     reader.add_done_callback(lambda _: server.request_stop() if server is not None else None)
@@ -205,24 +205,17 @@ async def _serve(fd: int) -> int:
         await server.run(on_ready=on_ready, on_started=on_started)
     except StartupError as exc:
         channel.note("startup_error", str(exc))
-        await _flush(channel)
+        await channel.flush(5)
         raise
     finally:
         if not channel.closed.is_set():  # its counts stay in the supervisor's sums
             from pyserving.workers.metrics import dump
 
             channel.note("final_metrics", dump(server.metrics.registry))
-            await _flush(channel)
+            await channel.flush(5)
         channel.close()
         _left_behind.append(server.threads_left_behind)
     return 0
-
-
-async def _flush(channel: Channel) -> None:
-    try:
-        await asyncio.wait_for(channel._writer.drain(), 5)
-    except Exception:
-        pass
 
 
 def _stop_on_signals(server: Any) -> None:
@@ -242,7 +235,7 @@ def _stop_on_signals(server: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pyserving.cli.main import configure_logging, exit_code, keep_freed_memory, run_loop
+    from pyserving.process import configure_logging, exit_code, keep_freed_memory, run_loop
     from pyserving.platforms.tensorflow.runtime import import_tensorflow
 
     argv = sys.argv[1:] if argv is None else argv

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 # much of the 120 MiB is still resident afterwards.
 _PROBE = """
 import os, sys
-from pyserving.cli.main import keep_freed_memory
+from pyserving.process import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "call" else None
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
