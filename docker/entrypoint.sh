@@ -13,6 +13,9 @@
 # (tensorflow/serving issue #1853).
 set -euo pipefail
 
+#
+# PYSERVING_WORKERS=N (pyserving's own) adds --workers=N: N worker processes on the same
+# ports (0: one per core the container may use); unset, one process as TF Serving runs.
 MODEL_NAME="${MODEL_NAME:-model}"
 MODEL_BASE_PATH="${MODEL_BASE_PATH:-/models}"
 
@@ -21,4 +24,5 @@ exec tensorflow_model_server \
   --rest_api_port=8501 \
   --model_name="${MODEL_NAME}" \
   --model_base_path="${MODEL_BASE_PATH%/}/${MODEL_NAME}" \
+  ${PYSERVING_WORKERS:+"--workers=${PYSERVING_WORKERS}"} \
   "$@"

@@ -35,6 +35,21 @@ def shared_skip_reason(what: str, path: Path) -> str:
             f"holding {relative}, default {REPO.parent / 'shared'})")
 
 
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc/*/stat; not every kernel has
+    /proc/<pid>/task/<tid>/children)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

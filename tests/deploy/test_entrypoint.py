@@ -43,7 +43,7 @@ def fake_bin(tmp_path_factory) -> Path:
 
 def run_entrypoint(fake_bin: Path, *args: str, env: dict[str, str] | None = None) -> tuple[bool, list[str]]:
     """(whether the server ran in the script's own process, the argv the server got)."""
-    base_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_NAME", "MODEL_BASE_PATH")}
+    base_env = {k: v for k, v in os.environ.items() if k not in ("MODEL_NAME", "MODEL_BASE_PATH", "PYSERVING_WORKERS")}
     proc = subprocess.Popen(
         ["bash", str(ENTRYPOINT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**base_env, "PATH": f"{fake_bin}:{base_env.get('PATH', '')}", **(env or {})},
@@ -78,6 +78,15 @@ def test_empty_env_falls_back_to_defaults(fake_bin):
     _, argv = run_entrypoint(fake_bin, env={"MODEL_NAME": "", "MODEL_BASE_PATH": ""})
     options = options_of(argv)
     assert (options.model_name, options.model_base_path) == ("model", "/models/model")
+
+
+def test_workers_from_env(fake_bin):
+    _, argv = run_entrypoint(fake_bin, env={"PYSERVING_WORKERS": "0"})
+    assert options_of(argv).workers == 0
+    _, argv = run_entrypoint(fake_bin, "--workers=3", env={"PYSERVING_WORKERS": "2"})
+    assert options_of(argv).workers == 3  # an argument still wins
+    _, argv = run_entrypoint(fake_bin, env={"PYSERVING_WORKERS": ""})
+    assert not any(a.startswith("--workers") for a in argv)
 
 
 def test_arguments_are_appended_verbatim(fake_bin):

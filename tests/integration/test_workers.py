@@ -25,7 +25,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import modelgen
 from integration.test_warmup_tflite import predict_record, write_warmup
-from support import ServerProcess, free_port
+from support import ServerProcess, child_pids
 
 METRICS = "/monitoring/prometheus/metrics"
 WORKER = re.compile(r"\[worker (\d)\] POST /v1/models/(\w+):predict 200")
@@ -127,6 +127,7 @@ class Load:
 
 
 def test_requests_spread_over_the_workers_and_every_worker_answers_the_same(pool):
+    assert len(child_pids(pool.proc.pid)) == 2
     mark = len(pool.lines)
     for _ in range(40):
         assert predict(pool).json() == {"predictions": [[3.0]]}
@@ -280,15 +281,8 @@ def test_a_model_that_cannot_load_stops_the_start_with_every_worker(tmp_path):
     server = ServerProcess("--workers=2", "--model_name=m", f"--model_base_path={tmp_path / 'none'}").launch()
     assert server.wait_exit(120) == 255
     assert "Failed to start server" in server.output
-    assert server.proc is not None
-    assert not _children(server.proc.pid)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    assert "Started worker 0" in server.output and "Started worker 1" in server.output
+    assert server.proc is not None and not child_pids(server.proc.pid)
 
 
 def test_workers_are_recycled_after_an_unload_without_failing_a_request(store, tmp_path):
@@ -310,3 +304,20 @@ def test_workers_are_recycled_after_an_unload_without_failing_a_request(store, t
         now = {worker_pid(server, 0), worker_pid(server, 1)}
         assert not (now & first)
         assert predict(server).json() == {"predictions": [[4.0]]}
+
+
+def test_a_worker_over_its_memory_bound_is_replaced_without_failing_a_request(store, tmp_path):
+    base = tmp_path / "m"
+    base.mkdir()
+    _install(store[1], base / "1")
+    (tmp_path / "monitoring.config").write_text('prometheus_config { enable: true path: "%s" }' % METRICS)
+    # 1 MiB: every worker is over it, so they are replaced one after the other
+    with ServerProcess("--workers=2", "--model_name=m", f"--model_base_path={base}", "--worker_max_rss_mb=1",
+                       f"--monitoring_config_file={tmp_path / 'monitoring.config'}", grpc=False) as server:
+        with Load(server) as load:
+            mark = server.wait_for_log("Replacing worker")
+            assert "resident memory" in server.lines[mark]
+            mark = server.wait_for_log("is serving", start=mark)
+            server.wait_for_log("Server stopped", start=mark)
+        assert load.failures == [] and load.ok > 0
+        assert metrics(server)[("pyserving_worker_restarts_total", (("reason", "memory"),))] >= 1

@@ -175,6 +175,9 @@ class Supervisor:
             raise StartupError(
                 "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
             )
+        if options.port == 0 and not options.rest_api_port:
+            raise StartupError("Failed to start server. Error: --workers needs --port or --rest_api_port: "
+                               "a Unix socket (--grpc_socket_path) is served by one process")
         self.options = options
         self.count = count
         self.models = build_model_configs(options)
@@ -357,7 +360,8 @@ class Supervisor:
                 await self._replace(old, reason)
 
     async def _replace(self, old: _Worker, reason: str) -> None:
-        log.info("Replacing worker %d (pid %d): %s", old.index, old.process.pid, reason)
+        why = {"memory": "over its resident memory bound", "recycle": "it unloaded a version"}[reason]
+        log.info("Replacing worker %d (pid %d): %s", old.index, old.process.pid, why)
         self.restarts.labels(reason).inc()
         old.retiring = True
         if old.index == 0 and self.options.grpc_socket_path:
@@ -381,7 +385,10 @@ class Supervisor:
         while True:
             await asyncio.sleep(_RSS_CHECK_SECONDS)
             for worker in list(self._workers.values()):
-                if worker.joined and not worker.retiring and _rss_bytes(worker.process.pid) > limit:
+                rss = _rss_bytes(worker.process.pid)
+                if worker.joined and not worker.retiring and rss > limit and worker.index not in self._replace_wanted:
+                    log.warning("Worker %d (pid %d) uses %d MiB of resident memory, over --worker_max_rss_mb=%d",
+                                worker.index, worker.process.pid, rss >> 20, self.options.worker_max_rss_mb)
                     self._want_replaced(worker.index, "memory")
 
     # -- metrics --------------------------------------------------------------------------
