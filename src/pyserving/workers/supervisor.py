@@ -10,12 +10,12 @@ readiness, the version state gauge and every worker's answers say (pushed to the
 as a `view`). It never imports TensorFlow and serves no port itself.
 
 Workers (`workers/worker.py`) are fresh interpreters (spawned, never forked), each a
-`Server` on the same ports. REST: the supervisor binds the port and every worker accepts
-from that one socket, so connections a stopping or dying worker had not accepted yet stay
-queued for the others (with a listener per worker, the kernel resets them). gRPC: each
-worker listens with SO_REUSEPORT (gRPC takes addresses, not sockets) and the kernel
-spreads the connections; a client whose connection is reset before its call was sent
-retries it by itself. `--grpc_socket_path` is bound by worker 0 only (a Unix socket
+`Server` on the same ports, where the kernel spreads the connections over one listener per
+worker (SO_REUSEPORT). REST: the supervisor makes worker i's listener and keeps it, and a
+replacement of worker i inherits it, so the connections the old one had not accepted yet
+are the new one's, never reset (a listener that closes loses its queue). gRPC: each worker
+binds its own (gRPC takes addresses, not sockets); a gRPC client whose connection is reset
+before its call was sent retries the call by itself. `--grpc_socket_path` is bound by worker 0 only (a Unix socket
 cannot be shared); while worker 0 is being replaced the socket does not answer and the
 TCP port still does. The profiler profiles the worker that receives the request.
 
@@ -207,7 +207,7 @@ class Supervisor:
         self._membership = asyncio.Event()  # a worker joined or exited
         self._retired: list[Any] = []  # the last counters of workers that exited after retiring
         self.threads_left_behind = False
-        self._rest_socket: socket.socket | None = None  # every worker accepts from it
+        self._rest_sockets: dict[int, socket.socket] = {}  # worker index -> its REST listener
 
     def _metrics_path(self) -> str | None:
         from pyserving.monitoring.exporter import MonitoringConfigError, read_monitoring_config
@@ -276,7 +276,7 @@ class Supervisor:
     # -- workers --------------------------------------------------------------------------
     async def _spawn(self, index: int, *, bind_when_ready: bool, initial: bool) -> _Worker:
         parent, child = socket.socketpair()
-        rest_fd = self._rest_socket.fileno() if self._rest_socket is not None else None
+        rest_fd = self._rest_socket(index)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pyserving.workers.worker", str(child.fileno()), str(index),
@@ -309,6 +309,19 @@ class Supervisor:
         self._spawn_task(self._watch(worker), f"worker-{index}")
         return worker
 
+    def _rest_socket(self, index: int) -> int | None:
+        """The fd of worker `index`'s REST listener: one socket per worker index, made by the
+        supervisor and kept across replacements of that worker."""
+        options = self.options
+        if not options.rest_api_port or options.rest_api_port == options.port:
+            return None
+        sock = self._rest_sockets.get(index)
+        if sock is None:
+            from pyserving.api.rest.server import bind
+
+            sock = self._rest_sockets[index] = bind(options.rest_api_port, reuse_port=True)
+        return sock.fileno()
+
     def _spawn_task(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -323,6 +336,12 @@ class Supervisor:
         self.schedule_view()
         if self._stop_requested is None or self._stop_requested.is_set() or worker.retiring:
             return
+        # Its REST listener goes too: new connections go to the other workers at once rather
+        # than wait in its queue for the replacement (the few queued now are reset, as the
+        # ones it had accepted were).
+        sock = self._rest_sockets.pop(worker.index, None)
+        if sock is not None:
+            sock.close()
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
         served = time.monotonic() - worker.started
         failures = 0 if worker.joined and served > _STABLE_SECONDS else self._failures.get(worker.index, 0)
@@ -447,9 +466,7 @@ class Supervisor:
         if options.port:
             _check_port_free(options.port)
         if options.rest_api_port and options.rest_api_port != options.port:
-            from pyserving.api.rest.server import bind
-
-            self._rest_socket = bind(options.rest_api_port)
+            _check_port_free(options.rest_api_port)
         await self.control.start(self.models)
         await self.control.poll_now()  # the first versions go out with the hello
         try:
@@ -516,7 +533,7 @@ class Supervisor:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._rest_socket is not None:
-            self._rest_socket.close()
+        for sock in self._rest_sockets.values():
+            sock.close()
         log.info("Server stopped")
         return code

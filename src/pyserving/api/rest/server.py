@@ -35,13 +35,17 @@ except (ImportError, AttributeError):  # pragma: no cover - another uvicorn layo
     pass
 
 
-def bind(port: int) -> socket.socket:
-    """Listen on all interfaces, IPv6 dual-stack first like TF Serving, else IPv4."""
+def bind(port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Listen on all interfaces, IPv6 dual-stack first like TF Serving, else IPv4.
+    `reuse_port`: one of several listeners on the port (SO_REUSEPORT; the kernel spreads
+    the connections over them)."""
     errors = []
     for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((host, port))
@@ -80,9 +84,8 @@ class RestFrontEnd:
 
     @classmethod
     async def start(cls, options: ServerOptions, app: RestApp, *, sock: socket.socket | None = None) -> RestFrontEnd:
-        """Bind `--rest_api_port`, or serve `sock`, a listening socket shared by worker
-        processes (each accepts from the one queue: a worker that stops leaves the
-        connections waiting there to the others)."""
+        """Bind `--rest_api_port`, or serve `sock`, a listening socket a worker process
+        was given by its supervisor."""
         sock = bind(options.rest_api_port) if sock is None else sock
         config = uvicorn.Config(
             app, lifespan="off", access_log=False, log_config=None,
