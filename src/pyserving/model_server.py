@@ -460,6 +460,7 @@ class Server:
         finally:
             for front in self.front_ends.values():
                 front.should_exit = True
+            self.health.stop()
             for task in self._tasks:
                 if task.get_name() in ("health", "config-poll"):
                     task.cancel()

@@ -38,6 +38,7 @@ class Health:
         self._gate = gate
         self._started = False
         self._wake: asyncio.Event | None = None
+        self._stopped = False
 
     def mark_started(self) -> None:
         """The initial load has finished (called once, before the ready line)."""
@@ -70,8 +71,15 @@ class Health:
         """Exact-path handlers for `RestApp.extra_routes`."""
         return {HEALTHZ_PATH: self.healthz, READYZ_PATH: self.readyz}
 
+    def stop(self) -> None:
+        """End `watch` (loop thread). Cancelling it is not enough on Python 3.10 and 3.11:
+        `asyncio.wait_for` drops a cancellation that arrives as the event it waits for is
+        set, and a worker's readiness is nudged just then, while the server stops."""
+        self._stopped = True
+        self.refresh()
+
     async def watch(self, on_change: Callable[[bool], Awaitable[None]], interval: float = 1.0) -> None:
-        """Call `on_change(ready)` at once and on every flip; runs until cancelled."""
+        """Call `on_change(ready)` at once and on every flip; runs until `stop()`."""
         loop = asyncio.get_running_loop()
         wake = self._wake = asyncio.Event()
 
@@ -82,7 +90,7 @@ class Health:
         unsubscribe = self._core.bus.subscribe(nudge)
         last: bool | None = None
         try:
-            while True:
+            while not self._stopped:
                 wake.clear()
                 ready, _ = self.readiness()
                 if ready != last:

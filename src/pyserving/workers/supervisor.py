@@ -101,11 +101,14 @@ class ClusterControl(ModelControl):
         return sid.version in self.aspired.get(sid.name, {})
 
     def _on_merged(self, event: ServableState) -> None:
+        self.bus.publish(event)
+        # The workers hear of it before the log says it: a status asked after the log
+        # line answers the new state whichever worker answers.
+        self._supervisor.push_view()
         if event.error is not None:
             log.error("Servable %s is %s with error: %s", event.id, event.state.name, event.error.message)
         else:
             log.info("Servable %s is %s (every worker)", event.id, event.state.name)
-        self.bus.publish(event)
         self._end_round()
 
     def _end_round(self) -> None:
@@ -249,13 +252,13 @@ class Supervisor:
     def schedule_view(self) -> None:
         if not self._view_scheduled:
             self._view_scheduled = True
-            asyncio.get_running_loop().call_soon(self._push_view)
+            asyncio.get_running_loop().call_soon(self.push_view)
 
     def _view(self) -> tuple[dict[str, Any], tuple[bool, str]]:
         control = self.control
         return {name: control.status_table(name) for name in control.monitor.names()}, control.is_ready()
 
-    def _push_view(self) -> None:
+    def push_view(self) -> None:
         self._view_scheduled = False
         self.broadcast("view", self._view())
 
@@ -535,7 +538,7 @@ class Supervisor:
         assert self._stop_requested is not None
         self._stop_requested.set()
         await self.control.stop()
-        self._push_view()
+        self.push_view()
         workers = list(self._workers.values())
         for worker in workers:
             with contextlib.suppress(ProcessLookupError):
