@@ -225,12 +225,10 @@ class Supervisor:
         self._view_scheduled = False
         self._reload_lock = asyncio.Lock()
         self._failures: dict[int, int] = {}  # slot -> consecutive early exits
-        self._replacing = asyncio.Lock()
         self._replace_wanted: dict[int, str] = {}  # slot -> reason
         self._replace_wake: asyncio.Event | None = None
         self._membership = asyncio.Event()  # a worker joined or exited
         self._retired: list[Any] = []  # the last counters of workers that exited after retiring
-        self.threads_left_behind = False
         self._rest_sockets: dict[int, socket.socket] = {}  # worker index -> its REST listener
 
     def _metrics_path(self) -> str | None:
