@@ -20,7 +20,7 @@ import numpy as np
 
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import MAX_LENIENT_RANK, Signature, TensorSpec
-from pyserving.platforms.tensorflow._dtypes import accepts, tf_dtype_name
+from pyserving.platforms._dtypes import accepts, tf_dtype_name
 from pyserving.platforms.tensorflow._signature import format_shape
 
 __all__ = ["bind_inputs", "select_outputs", "check_array", "shape_mismatch_message"]

@@ -83,7 +83,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from pyserving.errors import Code, ServingError
 from pyserving.platforms import TFLITE_MODEL_FILENAME
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
-from pyserving.platforms.tensorflow._dtypes import tf_dtype_name
+from pyserving.platforms._dtypes import tf_dtype_name
 from pyserving.platforms.tensorflow._signature import describe_tensors, signature_from_def
 from pyserving.platforms.tensorflow._validation import bind_inputs, select_outputs
 from pyserving.platforms.tensorflow.warmup import WarmupCallback, WarmupOptions, run_warmup
