@@ -7,8 +7,10 @@ requests against a version while it loads. So the rules live here, below both: w
 signature a name picks (and the errors when it picks none), what a classification or
 regression signature must look like, how serialized examples are fed and how the outputs
 become classifications or values, and the checks on a MultiInference request's tasks.
-This module needs only the `Servable` contract and numpy; the protos it reads (an
-`Input`, MultiInference tasks) are used through their fields, never imported.
+This module needs only the `Servable` contract, numpy and the table of TF dtype names;
+the protos it reads (an `Input`, MultiInference tasks) are used through their fields, never
+imported. Every check raises `ServingError` with TF Serving's code and message
+(`classifier.cc`, `regressor.cc`, `multi_inference.cc`), whatever the model returned.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Servable, Signature
+from pyserving.platforms._dtypes import tf_dtype_name
 
 __all__ = [
     "Api",
@@ -112,24 +115,50 @@ def classify_input(sig: Signature) -> str:
     return input_alias
 
 
+def _shape_text(array: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
+
+
+def _invalid(message: str) -> ServingError:
+    return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def _class_output(out: Mapping[str, Any], alias: str, dtype: str, n: int) -> np.ndarray | None:
+    """A classification output checked as TF Serving checks it: rank 2, `dtype`, `n` rows."""
+    value = out.get(alias)
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise _invalid(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}")
+    got = tf_dtype_name(array.dtype)
+    if got != dtype:
+        raise _invalid(f"Expected {alias} Tensor of {dtype}. Got: {got}")
+    if array.shape[0] != n:
+        raise _invalid(f"Expected {alias} output batch size of {n}. Got: {array.shape[0]}")
+    return array
+
+
 def classification_rows(out: Mapping[str, Any], n: int) -> list[list[tuple[bytes, float]]]:
-    """Per example, its (label, score) pairs from a classification run's outputs."""
-    classes = out.get("classes")
-    scores = out.get("scores")
-    if scores is not None:
-        scores = np.asarray(scores).reshape(n, -1)
-    if classes is not None:
-        classes = np.asarray(classes).reshape(n, -1)
-    k = (scores if scores is not None else classes).shape[1]  # type: ignore[union-attr]
-    result = []
-    for i in range(n):
-        row = []
-        for j in range(k):
-            label = classes[i, j] if classes is not None else b""
-            score = float(scores[i, j]) if scores is not None else 0.0
-            row.append((label if isinstance(label, bytes) else str(label).encode(), score))
-        result.append(row)
-    return result
+    """Per example, its (label, score) pairs from a classification run's outputs.
+
+    The outputs are checked first, with TF Serving's messages (INVALID_ARGUMENT), in its
+    order: `classes` (rank 2, DT_STRING, `n` rows), then `scores` (rank 2, DT_FLOAT, `n`
+    rows), then that both have as many columns. A missing output gives "" labels or 0 scores.
+    """
+    classes = _class_output(out, "classes", "DT_STRING", n)
+    scores = _class_output(out, "scores", "DT_FLOAT", n)
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise _invalid(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    k = classes.shape[1] if classes is not None else scores.shape[1] if scores is not None else 0
+    labels = (
+        [[v if isinstance(v, bytes) else str(v).encode() for v in row] for row in classes.tolist()]
+        if classes is not None else [[b""] * k] * n
+    )
+    values = scores.tolist() if scores is not None else [[0.0] * k] * n
+    return [list(zip(label_row, score_row)) for label_row, score_row in zip(labels, values)]
 
 
 def classify(run: Runner, sig: Signature, examples: list[bytes]) -> list[list[tuple[bytes, float]]]:
@@ -151,14 +180,20 @@ def regress_input(sig: Signature) -> str:
 
 
 def regression_values(out: Mapping[str, Any], n: int) -> list[float]:
-    """One value per example from a regression run's `outputs` ([n] or [n,1])."""
-    values = np.asarray(out["outputs"], dtype=np.float64).reshape(-1)
-    if values.shape[0] != n:
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            f"Expected output Tensor shape to be [{n}] or [{n},1]",
+    """One value per example from a regression run's `outputs`, checked as TF Serving
+    checks it (INVALID_ARGUMENT, in its order): shape [n] or [n,1], then DT_FLOAT."""
+    values = np.asarray(out["outputs"])
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise _invalid(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {_shape_text(values)}"
         )
-    return values.tolist()
+    if values.shape[0] != n:
+        raise _invalid(f"Input batch size did not match output batch size: {n} vs. {values.shape[0]}")
+    got = tf_dtype_name(values.dtype)
+    if got != "DT_FLOAT":
+        raise _invalid(f"Expected output Tensor of DT_FLOAT.  Got: {got}")  # sic: two spaces
+    return values.reshape(-1).tolist()
 
 
 def regress(run: Runner, sig: Signature, examples: list[bytes]) -> list[float]:
