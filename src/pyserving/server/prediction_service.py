@@ -287,32 +287,37 @@ class PredictionService:
     async def multi_inference(
         self,
         spec: ModelSpec,
-        tasks: Sequence[tuple[str, str]],
+        tasks: Sequence[Any],
         examples: Callable[[], list[bytes]],
         *,
         deadline: float | None = None,
     ) -> list[ClassifyResult | RegressResult]:
-        """TF Serving's MultiInference: each (signature name, method name) task runs on the
-        same examples (serialized once); the version comes from `spec` for the first task,
-        and every later task is pinned to the version the first one ran on."""
-        cached: list[bytes] = []
+        """TF Serving's MultiInference. `spec` (the first task's) picks the version; the
+        tasks (with `model_spec` and `method_name` fields, like the proto's) are then
+        checked against that version's signatures (`inference.multi_inference_tasks`:
+        an unknown signature is INVALID_ARGUMENT "Requested signature not found in model
+        graph"), and each runs on the same examples (serialized once) and that version."""
+        handle = await self._handle(spec, deadline)
+        try:
+            checked = inference.multi_inference_tasks(tasks, handle.servable.signatures)
+            version = handle.id.version
+            cached: list[bytes] = []
 
-        def shared_examples() -> list[bytes]:
-            if not cached:
-                cached.extend(examples())
-            return cached
+            def shared_examples() -> list[bytes]:
+                if not cached:
+                    cached.extend(examples())
+                return cached
 
-        results: list[ClassifyResult | RegressResult] = []
-        for signature_name, method in tasks:
-            if results:
-                task_spec = ModelSpec(spec.name, results[0].version, None, signature_name)
-            else:
-                task_spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-            if method == CLASSIFY_METHOD_NAME:
-                results.append(await self.classify(task_spec, shared_examples, deadline=deadline))
-            else:
-                results.append(await self.regress(task_spec, shared_examples, deadline=deadline))
-        return results
+            results: list[ClassifyResult | RegressResult] = []
+            for signature_name, method in checked:
+                task_spec = ModelSpec(spec.name, version, None, signature_name)
+                if method == CLASSIFY_METHOD_NAME:
+                    results.append(await self.classify(task_spec, shared_examples, deadline=deadline))
+                else:
+                    results.append(await self.regress(task_spec, shared_examples, deadline=deadline))
+            return results
+        finally:
+            handle.release()
 
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """Every version's state, or one version's (NOT_FOUND for a model or version the
