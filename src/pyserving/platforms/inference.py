@@ -15,7 +15,7 @@ imported. Every check raises `ServingError` with TF Serving's code and message
 
 from __future__ import annotations
 
-from typing import Any, Callable, Container, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -25,10 +25,12 @@ from pyserving.platforms._dtypes import tf_dtype_name
 
 __all__ = [
     "Api",
+    "PREDICT_METHOD_NAME",
     "CLASSIFY_METHOD_NAME",
     "REGRESS_METHOD_NAME",
     "Runner",
     "find_signature",
+    "check_method_name",
     "serialized_examples",
     "string_tensor",
     "classify_input",
@@ -40,6 +42,7 @@ __all__ = [
     "multi_inference_tasks",
 ]
 
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 REGRESS_METHOD_NAME = "tensorflow/serving/regress"
 
@@ -61,6 +64,27 @@ def find_signature(servable: Servable, name: str, method: str, api: Api = "grpc"
     if api == "rest":
         raise ServingError(Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found in signature def')
     raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+
+
+def check_method_name(sig: Signature, method: str) -> None:
+    """What `--enable_signature_method_name_check` adds (off by default, as in TF Serving,
+    whose help says to leave it off for native TF2 classification and regression models,
+    whose signatures all say predict): Predict runs predict, classify and regress
+    signatures (else INTERNAL, as `predict_util.cc` answers); Classify only classify ones
+    and Regress only regress ones (else INVALID_ARGUMENT). `method` is "predict",
+    "classify" or "regress"."""
+    if method == "predict":
+        if sig.method_name not in (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME):
+            raise ServingError(
+                Code.INTERNAL,
+                f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, "
+                f"{CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {sig.method_name}",
+            )
+        return
+    expected, kind = (CLASSIFY_METHOD_NAME, "classification") if method == "classify" else \
+        (REGRESS_METHOD_NAME, "regression")
+    if sig.method_name != expected:
+        raise _invalid(f"Expected {kind} signature method_name to be {expected}. Was: {sig.method_name}")
 
 
 def serialized_examples(input_proto: Any) -> Callable[[], list[bytes]]:
@@ -203,12 +227,15 @@ def regress(run: Runner, sig: Signature, examples: list[bytes]) -> list[float]:
     return regression_values(out, len(examples))
 
 
-def multi_inference_tasks(tasks: Iterable[Any], signatures: Container[str] | None = None) -> list[tuple[str, str]]:
+def multi_inference_tasks(
+    tasks: Iterable[Any], signatures: Mapping[str, Signature] | None = None, *, method_check: bool = False
+) -> list[tuple[str, str]]:
     """(signature name, method name) of each task of a MultiInference request, after TF
     Serving's checks, in its order: every task names the same, non-empty model; no
     signature twice; only classify and regress methods. With `signatures` (the servable's,
     where the caller has it before anything runs), a signature it lacks is INVALID_ARGUMENT
-    `Requested signature not found in model graph`."""
+    `Requested signature not found in model graph`, and with `method_check` a signature
+    whose method is not the task's fails as Classify or Regress would (`check_method_name`)."""
     model_name = ""
     seen: set[str] = set()
     result = []
@@ -227,9 +254,12 @@ def multi_inference_tasks(tasks: Iterable[Any], signatures: Container[str] | Non
         if signature in seen:
             raise ServingError(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {signature}")
         seen.add(signature)
-        if signatures is not None and signature not in signatures:
+        sig = signatures.get(signature) if signatures is not None else None
+        if signatures is not None and sig is None:
             raise ServingError(Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {signature}")
         if task.method_name not in (CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME):
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+        if method_check and sig is not None:
+            check_method_name(sig, "classify" if task.method_name == CLASSIFY_METHOD_NAME else "regress")
         result.append((signature, task.method_name))
     return result

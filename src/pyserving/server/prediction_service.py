@@ -82,9 +82,11 @@ class RegressResult:
     values: list[float]
 
 
-def _signature(servable: Servable, name: str, api: Api, method: str) -> Signature:
+def _signature(servable: Servable, name: str, api: Api, method: str, method_name_check: bool) -> Signature:
     sig = find_signature(servable, name, method, api)
     note_signature(sig.name)  # metrics label
+    if method_name_check:
+        inference.check_method_name(sig, method)
     return sig
 
 
@@ -98,8 +100,12 @@ class PredictionService:
         gate: RequestGate | None = None,
         budget: MemoryBudget | None = None,
         control: ModelControl | Any = None,
+        method_name_check: bool = False,
     ) -> None:
+        """`method_name_check`: `--enable_signature_method_name_check` (see
+        `inference.check_method_name`)."""
         self.core = core
+        self.method_name_check = method_name_check
         # status and config reloads: the core's own control plane, or a worker's supervisor
         self.control = control if control is not None else core
         # The size of asyncio's default executor, but ours: the handle's release is tied to
@@ -206,7 +212,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, api, "predict")
+            sig = _signature(servable, spec.signature_name, api, "predict", self.method_name_check)
             # The fast path of an AsyncServable (batching: one thread hop, the batch thread)
             run_async = getattr(servable, "run_async", None) if small else None
             if run_async is not None:
@@ -242,7 +248,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, "grpc", "classify")
+            sig = _signature(servable, spec.signature_name, "grpc", "classify", self.method_name_check)
 
             def work() -> ClassifyResult:
                 self._timeout_ms(deadline)  # expired while queued -> not run
@@ -262,7 +268,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, "grpc", "regress")
+            sig = _signature(servable, spec.signature_name, "grpc", "regress", self.method_name_check)
 
             def work() -> RegressResult:
                 self._timeout_ms(deadline)  # expired while queued -> not run
@@ -299,7 +305,8 @@ class PredictionService:
         graph"), and each runs on the same examples (serialized once) and that version."""
         handle = await self._handle(spec, deadline)
         try:
-            checked = inference.multi_inference_tasks(tasks, handle.servable.signatures)
+            checked = inference.multi_inference_tasks(tasks, handle.servable.signatures,
+                                                      method_check=self.method_name_check)
             version = handle.id.version
             cached: list[bytes] = []
 

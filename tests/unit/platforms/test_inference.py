@@ -1,15 +1,27 @@
-"""The classify and regress output rules of `platforms/inference.py`, with TF Serving's
-messages (`classifier.cc` PostProcessClassificationResult, `regressor.cc`
-PostProcessRegressionResult): every malformed output is INVALID_ARGUMENT, never a Python
-exception and never a silently reshaped or truncated answer."""
+"""Rules of `platforms/inference.py`, with TF Serving's messages: the classify and regress
+output checks (`classifier.cc` PostProcessClassificationResult, `regressor.cc`
+PostProcessRegressionResult: every malformed output is INVALID_ARGUMENT, never a Python
+exception and never a silently reshaped or truncated answer) and the method-name check of
+`--enable_signature_method_name_check` (`predict_util.cc`, `classifier.cc`, `regressor.cc`)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from pyserving.errors import Code, ServingError
-from pyserving.platforms.inference import classification_rows, regression_values
+from pyserving.platforms.base import Signature
+from pyserving.platforms.inference import (
+    CLASSIFY_METHOD_NAME,
+    PREDICT_METHOD_NAME,
+    REGRESS_METHOD_NAME,
+    check_method_name,
+    classification_rows,
+    multi_inference_tasks,
+    regression_values,
+)
 
 
 def strings(*shape: int) -> np.ndarray:
@@ -90,3 +102,53 @@ def test_regression_values_take_n_or_n_by_one():
 )
 def test_malformed_regression_outputs_are_invalid_argument(value, message):
     assert invalid(regression_values, {"outputs": value}, 1) == message
+
+
+# --------------------------------------------------------------------------- --enable_signature_method_name_check
+
+PREDICT, CLASSIFY, REGRESS = PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+
+
+def signature(method: str, name: str = "s") -> Signature:
+    return Signature(name, method, {}, {})
+
+
+@pytest.mark.parametrize("method", [PREDICT, CLASSIFY, REGRESS])
+def test_predict_runs_predict_classify_and_regress_signatures(method):
+    check_method_name(signature(method), "predict")
+
+
+@pytest.mark.parametrize("method", ["", "not/supported/method", "tensorflow/serving/classify "])
+def test_predict_refuses_other_methods_as_internal(method):
+    with pytest.raises(ServingError) as info:
+        check_method_name(signature(method), "predict")
+    assert (info.value.code, info.value.message) == (
+        Code.INTERNAL,
+        "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+        f"tensorflow/serving/classify, tensorflow/serving/regress}}. Was: {method}")
+
+
+@pytest.mark.parametrize("api, own, kind", [("classify", CLASSIFY, "classification"),
+                                           ("regress", REGRESS, "regression")])
+def test_classify_and_regress_run_only_their_own_method(api, own, kind):
+    check_method_name(signature(own), api)
+    for method in ("", PREDICT, CLASSIFY if own == REGRESS else REGRESS, "unknown"):
+        assert invalid(check_method_name, signature(method), api) == (
+            f"Expected {kind} signature method_name to be {own}. Was: {method}")
+
+
+def task(signature_name: str, method: str) -> SimpleNamespace:
+    return SimpleNamespace(model_spec=SimpleNamespace(name="m", signature_name=signature_name), method_name=method)
+
+
+def test_multi_inference_tasks_check_methods_only_when_asked():
+    sigs = {"c": signature(PREDICT, "c"), "r": signature(REGRESS, "r")}
+    tasks = [task("r", REGRESS), task("c", CLASSIFY)]
+    assert multi_inference_tasks(tasks, sigs) == [("r", REGRESS), ("c", CLASSIFY)]
+    assert invalid(lambda: multi_inference_tasks(tasks, sigs, method_check=True)) == (
+        "Expected classification signature method_name to be tensorflow/serving/classify. "
+        "Was: tensorflow/serving/predict")
+    # an unsupported task method is still UNIMPLEMENTED, whatever the signature says
+    with pytest.raises(ServingError) as info:
+        multi_inference_tasks([task("c", PREDICT)], sigs, method_check=True)
+    assert info.value.code == Code.UNIMPLEMENTED
