@@ -95,6 +95,7 @@ class SavedModelLoader:
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 0,
         on_warmup: WarmupCallback | None = None,
+        enable_signature_method_name_check: bool = False,
     ) -> None:
         """``session_config`` None means ``ConfigProto(allow_soft_placement=True)``, so
         exports pinned to a GPU device still load on a CPU-only host. The warmup arguments
@@ -104,7 +105,8 @@ class SavedModelLoader:
         self._session_config = session_config
         self._servable: TensorFlowServable | None = None
         self._warmup = WarmupOptions.from_flags(  # None when warmup is disabled
-            enable_model_warmup, num_request_iterations_for_warmup, on_warmup
+            enable_model_warmup, num_request_iterations_for_warmup, on_warmup,
+            enable_signature_method_name_check,
         )
 
     @property
