@@ -11,7 +11,9 @@ MultiInference signatures (`multi_inference_helper_test.cc`) complete it. No ans
 name a Python exception.
 
 One server for the module: TF Serving's half_plus_two (TF1 and TF2 exports) and counter
-from the `testdata` tree, and the malformed-outputs model.
+from the `testdata` tree, and the malformed-outputs model; a second one, with
+`--enable_signature_method_name_check`, for what that flag refuses (`predict_util_test.cc`,
+`classifier_test.cc`, `regressor_test.cc` MethodNameCheck).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from support import ServerProcess
+from support import READY, ServerProcess
 
 _v1 = tf.compat.v1
 CLASSIFY = "tensorflow/serving/classify"
@@ -53,7 +55,9 @@ def make_malformed_outputs_model(export_dir: Path) -> Path:
     each signature says what is wrong. Two predict signatures: `two_inputs` (aliases in the
     opposite order of their tensor names: `first` is `z_first:0` float, `second` is
     `a_second:0` int64) and `classify_x2_to_y3` (a classification signature with a float
-    input, `inputs` -> `scores` = 0.5 * x + 3, as in TF's half_plus_two testdata).
+    input, `inputs` -> `scores` = 0.5 * x + 3, as in TF's half_plus_two testdata). Four
+    well-formed ones with a method name not their own: `classify_says_regress`,
+    `regress_says_predict`, `unknown_method` and `no_method` (both x -> y = 0.5 * x + 3).
     """
     info = _v1.saved_model.build_tensor_info
     with tf.Graph().as_default() as graph, _v1.Session(graph=graph) as sess, deprecation.silence():
@@ -92,6 +96,17 @@ def make_malformed_outputs_model(export_dir: Path) -> Path:
             "classify_x2_to_y3": _v1.saved_model.build_signature_def(
                 {"inputs": info(x2)}, {"scores": info(tf.identity(0.5 * x2 + 3.0, name="y3"))}, CLASSIFY),
         }
+        # Well-formed signatures whose method name is another's, unknown or empty, for
+        # --enable_signature_method_name_check.
+        y3 = {"y": info(graph.get_tensor_by_name("y3:0"))}
+        signatures.update({
+            "classify_says_regress": _v1.saved_model.build_signature_def(
+                examples, {"classes": info(classes), "scores": info(scores)}, REGRESS),
+            "regress_says_predict": _v1.saved_model.build_signature_def(
+                examples, {"outputs": info(tf.fill(tf.stack([n]), 1.5))}, PREDICT),
+            "unknown_method": _v1.saved_model.build_signature_def({"x": info(x2)}, y3, "not/supported/method"),
+            "no_method": _v1.saved_model.build_signature_def({"x": info(x2)}, y3, ""),
+        })
         builder = _v1.saved_model.Builder(str(export_dir))
         builder.add_meta_graph_and_variables(sess, [tf.saved_model.SERVING], signature_def_map=signatures)
         builder.save()
@@ -99,7 +114,7 @@ def make_malformed_outputs_model(export_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(testdata, tmp_path_factory):
+def servers(testdata, tmp_path_factory):
     d = tmp_path_factory.mktemp("fidelity")
     make_malformed_outputs_model(d / "outputs" / "1")
     entries = {
@@ -112,14 +127,43 @@ def server(testdata, tmp_path_factory):
     config.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
         for name, path in entries.items()) + "}\n")
-    with ServerProcess(f"--model_config_file={config}") as s:
-        yield s
+    started = {
+        "default": ServerProcess(f"--model_config_file={config}").launch(),
+        "checking": ServerProcess(f"--model_config_file={config}", "--enable_signature_method_name_check=true").launch(),
+    }
+    try:
+        for s in started.values():
+            s.wait_for_log(READY, timeout=120)
+        yield started
+    finally:
+        for s in started.values():
+            if s.proc is not None and s.proc.poll() is None:
+                s.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers["default"]
+
+
+def grpc_stub(server: ServerProcess):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
 def stub(server):
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    yield from grpc_stub(server)
+
+
+@pytest.fixture(scope="module")
+def checking(servers):
+    return servers["checking"]
+
+
+@pytest.fixture(scope="module")
+def checking_stub(checking):
+    yield from grpc_stub(checking)
 
 
 def rpc_error(call, request) -> grpc.RpcError:
@@ -342,8 +386,12 @@ def grpc_answer(call, request) -> str:
     return ""
 
 
-def test_no_answer_names_a_python_exception(stub, server):
+def test_no_answer_names_a_python_exception(stub, server, checking_stub, checking):
     answers = []
+    for _, method, request, verb, body, _, _ in method_check_calls():
+        answers.append(grpc_answer(getattr(checking_stub, method), request))
+        if verb is not None:
+            answers.append(checking.post(f"/v1/models/{verb}", json=body).text)
     for signature, n, _ in CLASSIFY_ERRORS:
         answers.append(grpc_answer(stub.Classify, classify_request(signature, n)))
         answers.append(server.post("/v1/models/outputs:classify", json=rest_body(signature, n)).text)
@@ -361,3 +409,72 @@ def test_no_answer_names_a_python_exception(stub, server):
     answers.append(server.post("/v1/models/outputs:classify", json=rest_body("classify_x2_to_y3", 1)).text)
     leaks = [a for a in answers if PYTHON_EXCEPTION.search(a)]
     assert not leaks, leaks
+
+
+# --------------------------------------------------------------------------- --enable_signature_method_name_check
+
+
+def method_check_calls():
+    """(name, gRPC method, request, REST verb, REST body, code with the check, message)."""
+    classify_on_regress = "Expected classification signature method_name to be tensorflow/serving/classify. Was: "
+    regress_on_other = "Expected regression signature method_name to be tensorflow/serving/regress. Was: "
+    predict_on_other = ("Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+                        "tensorflow/serving/classify, tensorflow/serving/regress}. Was: ")
+    tf2_classify = classification_pb2.ClassificationRequest()
+    tf2_classify.model_spec.name = "hpt_tf2"
+    tf2_classify.model_spec.signature_name = "classify_x_to_y"
+    example_list(tf2_classify.input, 1)
+    return [
+        ("classify_on_regress", "Classify", classify_request("classify_says_regress", 1), "outputs:classify",
+         rest_body("classify_says_regress", 1), grpc.StatusCode.INVALID_ARGUMENT, classify_on_regress + REGRESS),
+        ("classify_on_tf2_predict", "Classify", tf2_classify, "hpt_tf2:classify", rest_body("classify_x_to_y", 1),
+         grpc.StatusCode.INVALID_ARGUMENT, classify_on_regress + PREDICT),
+        ("regress_on_predict", "Regress", regress_request("regress_says_predict", 1), "outputs:regress",
+         rest_body("regress_says_predict", 1), grpc.StatusCode.INVALID_ARGUMENT, regress_on_other + PREDICT),
+        ("predict_unknown_method", "Predict", predict_request("outputs", "unknown_method", None, x=float_proto(2.0)),
+         "outputs:predict", {"signature_name": "unknown_method", "inputs": 2.0},
+         grpc.StatusCode.INTERNAL, predict_on_other + "not/supported/method"),
+        ("predict_no_method", "Predict", predict_request("outputs", "no_method", None, x=float_proto(2.0)),
+         "outputs:predict", {"signature_name": "no_method", "inputs": 2.0}, grpc.StatusCode.INTERNAL,
+         predict_on_other),
+        ("multi_inference_on_tf2_predict", "MultiInference",
+         multi_inference_request("hpt_tf2", [("regress_x_to_y", REGRESS)]), None, None,
+         grpc.StatusCode.INVALID_ARGUMENT, regress_on_other + PREDICT),
+    ]
+
+
+# TF Serving's REST front end maps INVALID_ARGUMENT to 400 and INTERNAL to 500.
+HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.INTERNAL: 500}
+
+
+@pytest.mark.parametrize("case", method_check_calls(), ids=lambda c: c[0])
+def test_method_name_check_refuses_a_signature_of_another_method(checking_stub, checking, case):
+    _, method, request, verb, body, code, message = case
+    err = rpc_error(getattr(checking_stub, method), request)
+    assert (err.code(), err.details()) == (code, message)
+    if verb is not None:
+        r = checking.post(f"/v1/models/{verb}", json=body)
+        assert (r.status_code, r.json()) == (HTTP[code], {"error": message})
+
+
+@pytest.mark.parametrize("case", method_check_calls(), ids=lambda c: c[0])
+def test_without_the_method_name_check_those_signatures_run(stub, server, case):
+    _, method, request, verb, body, _, _ = case
+    getattr(stub, method)(request, 30.0)
+    if verb is not None:
+        r = server.post(f"/v1/models/{verb}", json=body)
+        assert r.status_code == 200, r.text
+
+
+def test_method_name_check_lets_each_api_run_its_own_methods(checking_stub):
+    # Predict runs classify and regress signatures too; Classify and Regress their own
+    response = checking_stub.Predict(predict_request("hpt", "regress_x2_to_y3", inputs=float_proto(2.0)), 30.0)
+    assert response.outputs["outputs"].float_val == [4.0]
+    response = checking_stub.Predict(predict_request("outputs", "classify_x2_to_y3", None, inputs=float_proto(2.0)),
+                                     30.0)
+    assert response.outputs["scores"].float_val == [4.0]
+    assert len(checking_stub.Classify(classify_request("good_classify", 2), 30.0).result.classifications) == 2
+    assert len(checking_stub.Regress(regress_request("good_regress", 2), 30.0).result.regressions) == 2
+    response = checking_stub.MultiInference(
+        multi_inference_request("outputs", [("good_classify", CLASSIFY), ("good_regress", REGRESS)]), 30.0)
+    assert len(response.results) == 2
