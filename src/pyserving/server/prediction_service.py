@@ -302,27 +302,33 @@ class PredictionService:
         tasks (with `model_spec` and `method_name` fields, like the proto's) are then
         checked against that version's signatures (`inference.multi_inference_tasks`:
         an unknown signature is INVALID_ARGUMENT "Requested signature not found in model
-        graph"), and each runs on the same examples (serialized once) and that version."""
+        graph") before anything runs; then, on one worker and that one version, every task
+        runs on the same examples (serialized once, counted once, as TF Serving counts them)."""
         handle = await self._handle(spec, deadline)
         try:
-            checked = inference.multi_inference_tasks(tasks, handle.servable.signatures,
+            servable = handle.servable
+            checked = inference.multi_inference_tasks(tasks, servable.signatures,
                                                       method_check=self.method_name_check)
-            version = handle.id.version
-            cached: list[bytes] = []
+            signatures = [(servable.signatures[name], method) for name, method in checked]
+            if checked:  # metrics label: the first task's signature, which `spec` names
+                note_signature(checked[0][0])
+            model, version = handle.id.name, handle.id.version
 
-            def shared_examples() -> list[bytes]:
-                if not cached:
-                    cached.extend(examples())
-                return cached
+            def work() -> list[ClassifyResult | RegressResult]:
+                self._timeout_ms(deadline)  # expired while queued -> not run
+                serialized = examples()
+                self.metrics.observe_examples(model, len(serialized))
+                results: list[ClassifyResult | RegressResult] = []
+                for sig, method in signatures:
+                    if method == CLASSIFY_METHOD_NAME:
+                        run = self._runner(servable, model, "Classify", deadline)
+                        results.append(ClassifyResult(model, version, sig.name, inference.classify(run, sig, serialized)))
+                    else:
+                        run = self._runner(servable, model, "Regress", deadline)
+                        results.append(RegressResult(model, version, sig.name, inference.regress(run, sig, serialized)))
+                return results
 
-            results: list[ClassifyResult | RegressResult] = []
-            for signature_name, method in checked:
-                task_spec = ModelSpec(spec.name, version, None, signature_name)
-                if method == CLASSIFY_METHOD_NAME:
-                    results.append(await self.classify(task_spec, shared_examples, deadline=deadline))
-                else:
-                    results.append(await self.regress(task_spec, shared_examples, deadline=deadline))
-            return results
+            return await self._run(handle, work, deadline)
         finally:
             handle.release()
 

@@ -264,6 +264,8 @@ def test_multi_inference_checks_its_tasks_against_the_resolved_version(base):
             [_task("classify", classify), _task("regress", regress)], lambda: [b"ab"])
         assert [(r.version, r.signature_name) for r in results] == [(1, "classify"), (1, "regress")]
         assert results[1].values == [5.0]  # version 1: 2 * len + 1
+        assert service.metrics.registry.get_sample_value(  # counted once per request, as TF Serving does
+            ":tensorflow:serving:request_example_count_total", {"model": "m"}) == 1
 
         # TF Serving's order: the version first, then each task's checks, before any run
         assert await _error(service.multi_inference(
