@@ -256,6 +256,7 @@ def _loader_options(options: ServerOptions) -> dict[str, Any]:
         # warmup and TFLite flags: each loader takes the ones it names
         "enable_model_warmup": options.enable_model_warmup,
         "num_request_iterations_for_warmup": options.num_request_iterations_for_warmup,
+        "enable_signature_method_name_check": options.enable_signature_method_name_check,
         "prefer_tflite_model": options.prefer_tflite_model,
         "num_tflite_pools": options.num_tflite_pools,
         "num_tflite_interpreters_per_pool": options.num_tflite_interpreters_per_pool,
@@ -322,7 +323,8 @@ class Server:
         self.watchdog = LoopWatchdog(metrics.event_loop_lag.observe)
         self.budget = MemoryBudget(options.max_request_tensor_bytes, options.max_in_flight_tensor_bytes)
         self.service = PredictionService(core, metrics=metrics, gate=self.gate, budget=self.budget,
-                                         control=self.control)
+                                         control=self.control,
+                                         method_name_check=options.enable_signature_method_name_check)
         if self.batching is not None:  # batching metrics (TF's batching_session/* and ours)
             from pyserving.batching import MetricsObserver
 

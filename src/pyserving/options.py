@@ -102,7 +102,7 @@ class ServerOptions:
     num_tflite_pools: int = flag(_CPUS, "Number of TFLite interpreter pools")
     num_tflite_interpreters_per_pool: int = flag(1, "Number of TFLite interpreters per pool")
     enable_signature_method_name_check: bool = flag(
-        False, "Check SignatureDef method_name for Predict/Classify/Regress", inert=True)
+        False, "Check SignatureDef method_name for Predict/Classify/Regress")
     xla_cpu_compilation_enabled: bool = flag(False, "Allow XLA:CPU JIT", inert=True)
     xla_gpu_compilation_enabled: bool = flag(False, "Allow XLA:GPU JIT", inert=True)
     enable_profiler: bool = flag(True, "Enable the TF profiler gRPC service")

@@ -808,6 +808,11 @@ def test_serialization_as_tensor_content(unix_stub):
     y = stub.Predict(predict_request("identity", {"x": value}, signature="int64"), 10.0).outputs["y"]
     assert not y.int64_val and y.tensor_content
     np.testing.assert_array_equal(tf.make_ndarray(y), value)
+    # a scalar keeps its empty tensor_shape, as TF's AsProtoTensorContent writes it
+    y = stub.Predict(predict_request("identity", {"x": np.float32(2.5)}, signature="float32"), 10.0).outputs["y"]
+    expected = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=np.float32(2.5).tobytes())
+    expected.tensor_shape.SetInParent()
+    assert y.SerializeToString() == expected.SerializeToString()
 
 
 def test_profiler_can_be_disabled(unix_stub):

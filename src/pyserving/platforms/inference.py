@@ -7,25 +7,30 @@ requests against a version while it loads. So the rules live here, below both: w
 signature a name picks (and the errors when it picks none), what a classification or
 regression signature must look like, how serialized examples are fed and how the outputs
 become classifications or values, and the checks on a MultiInference request's tasks.
-This module needs only the `Servable` contract and numpy; the protos it reads (an
-`Input`, MultiInference tasks) are used through their fields, never imported.
+This module needs only the `Servable` contract, numpy and the table of TF dtype names;
+the protos it reads (an `Input`, MultiInference tasks) are used through their fields, never
+imported. Every check raises `ServingError` with TF Serving's code and message
+(`classifier.cc`, `regressor.cc`, `multi_inference.cc`), whatever the model returned.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Container, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Servable, Signature
+from pyserving.platforms._dtypes import tf_dtype_name
 
 __all__ = [
     "Api",
+    "PREDICT_METHOD_NAME",
     "CLASSIFY_METHOD_NAME",
     "REGRESS_METHOD_NAME",
     "Runner",
     "find_signature",
+    "check_method_name",
     "serialized_examples",
     "string_tensor",
     "classify_input",
@@ -37,6 +42,7 @@ __all__ = [
     "multi_inference_tasks",
 ]
 
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 REGRESS_METHOD_NAME = "tensorflow/serving/regress"
 
@@ -58,6 +64,27 @@ def find_signature(servable: Servable, name: str, method: str, api: Api = "grpc"
     if api == "rest":
         raise ServingError(Code.INVALID_ARGUMENT, f'Serving signature name: "{sig_name}" not found in signature def')
     raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{sig_name}" not found.')
+
+
+def check_method_name(sig: Signature, method: str) -> None:
+    """What `--enable_signature_method_name_check` adds (off by default, as in TF Serving,
+    whose help says to leave it off for native TF2 classification and regression models,
+    whose signatures all say predict): Predict runs predict, classify and regress
+    signatures (else INTERNAL, as `predict_util.cc` answers); Classify only classify ones
+    and Regress only regress ones (else INVALID_ARGUMENT). `method` is "predict",
+    "classify" or "regress"."""
+    if method == "predict":
+        if sig.method_name not in (PREDICT_METHOD_NAME, CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME):
+            raise ServingError(
+                Code.INTERNAL,
+                f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD_NAME}, "
+                f"{CLASSIFY_METHOD_NAME}, {REGRESS_METHOD_NAME}}}. Was: {sig.method_name}",
+            )
+        return
+    expected, kind = (CLASSIFY_METHOD_NAME, "classification") if method == "classify" else \
+        (REGRESS_METHOD_NAME, "regression")
+    if sig.method_name != expected:
+        raise _invalid(f"Expected {kind} signature method_name to be {expected}. Was: {sig.method_name}")
 
 
 def serialized_examples(input_proto: Any) -> Callable[[], list[bytes]]:
@@ -112,24 +139,50 @@ def classify_input(sig: Signature) -> str:
     return input_alias
 
 
+def _shape_text(array: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
+
+
+def _invalid(message: str) -> ServingError:
+    return ServingError(Code.INVALID_ARGUMENT, message)
+
+
+def _class_output(out: Mapping[str, Any], alias: str, dtype: str, n: int) -> np.ndarray | None:
+    """A classification output checked as TF Serving checks it: rank 2, `dtype`, `n` rows."""
+    value = out.get(alias)
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise _invalid(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}")
+    got = tf_dtype_name(array.dtype)
+    if got != dtype:
+        raise _invalid(f"Expected {alias} Tensor of {dtype}. Got: {got}")
+    if array.shape[0] != n:
+        raise _invalid(f"Expected {alias} output batch size of {n}. Got: {array.shape[0]}")
+    return array
+
+
 def classification_rows(out: Mapping[str, Any], n: int) -> list[list[tuple[bytes, float]]]:
-    """Per example, its (label, score) pairs from a classification run's outputs."""
-    classes = out.get("classes")
-    scores = out.get("scores")
-    if scores is not None:
-        scores = np.asarray(scores).reshape(n, -1)
-    if classes is not None:
-        classes = np.asarray(classes).reshape(n, -1)
-    k = (scores if scores is not None else classes).shape[1]  # type: ignore[union-attr]
-    result = []
-    for i in range(n):
-        row = []
-        for j in range(k):
-            label = classes[i, j] if classes is not None else b""
-            score = float(scores[i, j]) if scores is not None else 0.0
-            row.append((label if isinstance(label, bytes) else str(label).encode(), score))
-        result.append(row)
-    return result
+    """Per example, its (label, score) pairs from a classification run's outputs.
+
+    The outputs are checked first, with TF Serving's messages (INVALID_ARGUMENT), in its
+    order: `classes` (rank 2, DT_STRING, `n` rows), then `scores` (rank 2, DT_FLOAT, `n`
+    rows), then that both have as many columns. A missing output gives "" labels or 0 scores.
+    """
+    classes = _class_output(out, "classes", "DT_STRING", n)
+    scores = _class_output(out, "scores", "DT_FLOAT", n)
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise _invalid(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    k = classes.shape[1] if classes is not None else scores.shape[1] if scores is not None else 0
+    labels = (
+        [[v if isinstance(v, bytes) else str(v).encode() for v in row] for row in classes.tolist()]
+        if classes is not None else [[b""] * k] * n
+    )
+    values = scores.tolist() if scores is not None else [[0.0] * k] * n
+    return [list(zip(label_row, score_row)) for label_row, score_row in zip(labels, values)]
 
 
 def classify(run: Runner, sig: Signature, examples: list[bytes]) -> list[list[tuple[bytes, float]]]:
@@ -151,14 +204,20 @@ def regress_input(sig: Signature) -> str:
 
 
 def regression_values(out: Mapping[str, Any], n: int) -> list[float]:
-    """One value per example from a regression run's `outputs` ([n] or [n,1])."""
-    values = np.asarray(out["outputs"], dtype=np.float64).reshape(-1)
-    if values.shape[0] != n:
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            f"Expected output Tensor shape to be [{n}] or [{n},1]",
+    """One value per example from a regression run's `outputs`, checked as TF Serving
+    checks it (INVALID_ARGUMENT, in its order): shape [n] or [n,1], then DT_FLOAT."""
+    values = np.asarray(out["outputs"])
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise _invalid(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {_shape_text(values)}"
         )
-    return values.tolist()
+    if values.shape[0] != n:
+        raise _invalid(f"Input batch size did not match output batch size: {n} vs. {values.shape[0]}")
+    got = tf_dtype_name(values.dtype)
+    if got != "DT_FLOAT":
+        raise _invalid(f"Expected output Tensor of DT_FLOAT.  Got: {got}")  # sic: two spaces
+    return values.reshape(-1).tolist()
 
 
 def regress(run: Runner, sig: Signature, examples: list[bytes]) -> list[float]:
@@ -168,12 +227,15 @@ def regress(run: Runner, sig: Signature, examples: list[bytes]) -> list[float]:
     return regression_values(out, len(examples))
 
 
-def multi_inference_tasks(tasks: Iterable[Any], signatures: Container[str] | None = None) -> list[tuple[str, str]]:
+def multi_inference_tasks(
+    tasks: Iterable[Any], signatures: Mapping[str, Signature] | None = None, *, method_check: bool = False
+) -> list[tuple[str, str]]:
     """(signature name, method name) of each task of a MultiInference request, after TF
     Serving's checks, in its order: every task names the same, non-empty model; no
     signature twice; only classify and regress methods. With `signatures` (the servable's,
     where the caller has it before anything runs), a signature it lacks is INVALID_ARGUMENT
-    `Requested signature not found in model graph`."""
+    `Requested signature not found in model graph`, and with `method_check` a signature
+    whose method is not the task's fails as Classify or Regress would (`check_method_name`)."""
     model_name = ""
     seen: set[str] = set()
     result = []
@@ -192,9 +254,12 @@ def multi_inference_tasks(tasks: Iterable[Any], signatures: Container[str] | Non
         if signature in seen:
             raise ServingError(Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {signature}")
         seen.add(signature)
-        if signatures is not None and signature not in signatures:
+        sig = signatures.get(signature) if signatures is not None else None
+        if signatures is not None and sig is None:
             raise ServingError(Code.INVALID_ARGUMENT, f"Requested signature not found in model graph: {signature}")
         if task.method_name not in (CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME):
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+        if method_check and sig is not None:
+            check_method_name(sig, "classify" if task.method_name == CLASSIFY_METHOD_NAME else "regress")
         result.append((signature, task.method_name))
     return result

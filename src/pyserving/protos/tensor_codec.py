@@ -354,6 +354,9 @@ def to_tensor_proto(array: Any, proto: Any = None, *, tensor_content: bool = Fal
     arr = np.asarray(array)
     enum = dtype_enum(arr)
     proto.dtype = enum
+    # Present even with no dims: TF writes `tensor_shape {}` for a scalar, and clients
+    # (TF Serving's own tests among them) compare serialized bytes.
+    proto.tensor_shape.SetInParent()
     dims = proto.tensor_shape.dim
     for d in arr.shape:
         dims.add().size = d

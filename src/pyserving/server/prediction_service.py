@@ -82,9 +82,11 @@ class RegressResult:
     values: list[float]
 
 
-def _signature(servable: Servable, name: str, api: Api, method: str) -> Signature:
+def _signature(servable: Servable, name: str, api: Api, method: str, method_name_check: bool) -> Signature:
     sig = find_signature(servable, name, method, api)
     note_signature(sig.name)  # metrics label
+    if method_name_check:
+        inference.check_method_name(sig, method)
     return sig
 
 
@@ -98,8 +100,12 @@ class PredictionService:
         gate: RequestGate | None = None,
         budget: MemoryBudget | None = None,
         control: ModelControl | Any = None,
+        method_name_check: bool = False,
     ) -> None:
+        """`method_name_check`: `--enable_signature_method_name_check` (see
+        `inference.check_method_name`)."""
         self.core = core
+        self.method_name_check = method_name_check
         # status and config reloads: the core's own control plane, or a worker's supervisor
         self.control = control if control is not None else core
         # The size of asyncio's default executor, but ours: the handle's release is tied to
@@ -206,7 +212,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, api, "predict")
+            sig = _signature(servable, spec.signature_name, api, "predict", self.method_name_check)
             # The fast path of an AsyncServable (batching: one thread hop, the batch thread)
             run_async = getattr(servable, "run_async", None) if small else None
             if run_async is not None:
@@ -242,7 +248,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, "grpc", "classify")
+            sig = _signature(servable, spec.signature_name, "grpc", "classify", self.method_name_check)
 
             def work() -> ClassifyResult:
                 self._timeout_ms(deadline)  # expired while queued -> not run
@@ -262,7 +268,7 @@ class PredictionService:
         handle = await self._handle(spec, deadline)
         try:
             servable = handle.servable
-            sig = _signature(servable, spec.signature_name, "grpc", "regress")
+            sig = _signature(servable, spec.signature_name, "grpc", "regress", self.method_name_check)
 
             def work() -> RegressResult:
                 self._timeout_ms(deadline)  # expired while queued -> not run
@@ -287,32 +293,44 @@ class PredictionService:
     async def multi_inference(
         self,
         spec: ModelSpec,
-        tasks: Sequence[tuple[str, str]],
+        tasks: Sequence[Any],
         examples: Callable[[], list[bytes]],
         *,
         deadline: float | None = None,
     ) -> list[ClassifyResult | RegressResult]:
-        """TF Serving's MultiInference: each (signature name, method name) task runs on the
-        same examples (serialized once); the version comes from `spec` for the first task,
-        and every later task is pinned to the version the first one ran on."""
-        cached: list[bytes] = []
+        """TF Serving's MultiInference. `spec` (the first task's) picks the version; the
+        tasks (with `model_spec` and `method_name` fields, like the proto's) are then
+        checked against that version's signatures (`inference.multi_inference_tasks`:
+        an unknown signature is INVALID_ARGUMENT "Requested signature not found in model
+        graph") before anything runs; then, on one worker and that one version, every task
+        runs on the same examples (serialized once, counted once, as TF Serving counts them)."""
+        handle = await self._handle(spec, deadline)
+        try:
+            servable = handle.servable
+            checked = inference.multi_inference_tasks(tasks, servable.signatures,
+                                                      method_check=self.method_name_check)
+            signatures = [(servable.signatures[name], method) for name, method in checked]
+            if checked:  # metrics label: the first task's signature, which `spec` names
+                note_signature(checked[0][0])
+            model, version = handle.id.name, handle.id.version
 
-        def shared_examples() -> list[bytes]:
-            if not cached:
-                cached.extend(examples())
-            return cached
+            def work() -> list[ClassifyResult | RegressResult]:
+                self._timeout_ms(deadline)  # expired while queued -> not run
+                serialized = examples()
+                self.metrics.observe_examples(model, len(serialized))
+                results: list[ClassifyResult | RegressResult] = []
+                for sig, method in signatures:
+                    if method == CLASSIFY_METHOD_NAME:
+                        run = self._runner(servable, model, "Classify", deadline)
+                        results.append(ClassifyResult(model, version, sig.name, inference.classify(run, sig, serialized)))
+                    else:
+                        run = self._runner(servable, model, "Regress", deadline)
+                        results.append(RegressResult(model, version, sig.name, inference.regress(run, sig, serialized)))
+                return results
 
-        results: list[ClassifyResult | RegressResult] = []
-        for signature_name, method in tasks:
-            if results:
-                task_spec = ModelSpec(spec.name, results[0].version, None, signature_name)
-            else:
-                task_spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-            if method == CLASSIFY_METHOD_NAME:
-                results.append(await self.classify(task_spec, shared_examples, deadline=deadline))
-            else:
-                results.append(await self.regress(task_spec, shared_examples, deadline=deadline))
-        return results
+            return await self._run(handle, work, deadline)
+        finally:
+            handle.release()
 
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """Every version's state, or one version's (NOT_FOUND for a model or version the

@@ -21,8 +21,11 @@ if str(_TESTS_DIR) not in sys.path:
 import modelgen  # noqa: E402
 
 from pyserving.errors import Code, ServingError  # noqa: E402
-from pyserving.platforms.base import Signature  # noqa: E402
-from pyserving.platforms.tensorflow._validation import shape_mismatch_message  # noqa: E402
+from pyserving.platforms.base import Signature, TensorSpec  # noqa: E402
+from pyserving.platforms.tensorflow._validation import (  # noqa: E402
+    session_arg_index,
+    shape_mismatch_message,
+)
 from pyserving.platforms.tensorflow._wire_order import signature_key_order  # noqa: E402
 from pyserving.platforms.tensorflow.saved_model import (  # noqa: E402
     SavedModelLoader,
@@ -523,17 +526,33 @@ def test_output_filter_errors(model: Callable[..., TensorFlowServable]) -> None:
     assert err.message == "duplicate output tensor alias: y"
 
 
-def test_dtype_mismatch_names_alias_and_dtypes(model: Callable[..., TensorFlowServable]) -> None:
+def test_dtype_mismatch_has_the_sessions_message(model: Callable[..., TensorFlowServable]) -> None:
+    """TF Serving passes on what Session::Run says of a feed of the wrong dtype; the arg
+    index counts the run's feeds in tensor-name order, not the signature's alias order."""
     s = model("half_plus_two")
     err = error_of(lambda: run(s, "serving_default", x=np.array([[1.0]], np.float64)))
-    assert err.code == Code.INVALID_ARGUMENT
-    assert "x" in err.message and "DT_DOUBLE" in err.message and "DT_FLOAT" in err.message
+    assert (err.code, err.message) == (Code.INVALID_ARGUMENT, "Expects arg[0] to be float but double is provided")
+    err = error_of(lambda: run(s, "serving_default", x=np.array([[True]])))
+    assert err.message == "Expects arg[0] to be float but bool is provided"
     err = error_of(lambda: run(s, "serving_default", x=np.array([[b"a"]], dtype=object)))
-    assert "DT_STRING" in err.message
-    err = error_of(
-        lambda: run(model("tf2_multi_signature"), "echo_bytes", text=f32([1.0]))
-    )
-    assert "text" in err.message and "DT_STRING" in err.message
+    assert err.message == "Expects arg[0] to be float but string is provided"
+    err = error_of(lambda: run(model("tf2_multi_signature"), "echo_bytes", text=f32([1.0])))
+    assert err.message == "Expects arg[0] to be string but float is provided"
+    multi = model("tf2_multi_signature")
+    sig = multi.signatures["multi_input"]
+    names = sorted(spec.tensor_name for spec in sig.inputs.values())
+    b_arg = names.index(sig.inputs["b"].tensor_name)
+    err = error_of(lambda: run(multi, "multi_input", a=f32([1.0]), b=f32([[1.0, 2.0]])))
+    assert err.message == f"Expects arg[{b_arg}] to be int32 but float is provided"
+
+
+def test_session_arguments_are_the_feeds_in_tensor_name_order() -> None:
+    def spec(alias: str, name: str) -> TensorSpec:
+        return TensorSpec(alias, name, "DT_FLOAT", np.dtype(np.float32), None)
+
+    sig = Signature("s", "", {"first": spec("first", "z:0"), "second": spec("second", "a:0"),
+                              "third": spec("third", "m:0")}, {})
+    assert session_arg_index(sig) == {"first": 2, "second": 0, "third": 1}
 
 
 def test_shape_mismatch_at_equal_rank_names_shapes(

@@ -3,6 +3,7 @@ replay, limits, failure rules, log lines and the metrics hook."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -347,7 +348,51 @@ def test_from_flags():
     assert WarmupOptions.from_flags(False, 5) is None
     hook = lambda *a: None  # noqa: E731
     assert WarmupOptions.from_flags(True, 5, hook) == WarmupOptions(5, hook)
+    assert WarmupOptions.from_flags(True, 0, None, True) == WarmupOptions(0, None, method_name_check=True)
     assert WarmupOptions(0).describe() == ""
+
+
+class Relabelled(RecordingServable):
+    """The servable with other method names on some signatures (as a TF2 classifier's,
+    whose signatures all say predict)."""
+
+    def __init__(self, servable: Any, methods: Mapping[str, str]) -> None:
+        super().__init__(servable)
+        self._signatures = {name: dataclasses.replace(sig, method_name=methods.get(name, sig.method_name))
+                            for name, sig in servable.signatures.items()}
+
+    @property
+    def signatures(self) -> Mapping[str, Any]:
+        return self._signatures
+
+
+@pytest.mark.parametrize(
+    "record, code, message",
+    [
+        (classify_log(), Code.INVALID_ARGUMENT,
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        (regress_log("regress"), Code.INVALID_ARGUMENT,
+         "Expected regression signature method_name to be tensorflow/serving/regress. Was: "),
+        (multi_inference_log([("m", "", CLASSIFY)]), Code.INVALID_ARGUMENT,
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        (predict_log("regress", inputs=np.array(modelgen.serialized_examples("x", [1.0]), dtype=object)),
+         Code.INTERNAL,
+         "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+         "tensorflow/serving/classify, tensorflow/serving/regress}. Was: "),
+    ],
+)
+def test_the_method_name_check_applies_to_warmup_requests(classifier, tmp_path, record, code, message):
+    servable = Relabelled(classifier, {"serving_default": "tensorflow/serving/predict", "regress": ""})
+    write_warmup(tmp_path, [record])
+    assert run_warmup(servable, str(tmp_path), WarmupOptions()) == 1  # off: TF Serving's default
+    runs = len(servable.calls)
+    with pytest.raises(ServingError) as info:
+        run_warmup(servable, str(tmp_path), WarmupOptions(method_name_check=True))
+    assert info.value.code == code
+    assert info.value.message.startswith(message), info.value.message
+    assert len(servable.calls) == runs  # refused before anything ran
 
 
 # ---------------------------------------------------------------------------- with batching

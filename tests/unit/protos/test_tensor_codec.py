@@ -170,6 +170,29 @@ def test_scalars_and_empty_tensors():
     assert tf.make_ndarray(codec.to_tensor_proto(np.float64(2.5))) == 2.5
 
 
+@pytest.mark.parametrize("content", [False, True], ids=["typed", "tensor_content"])
+@pytest.mark.parametrize("value", [np.float32(3.0), np.int64(-4), np.bool_(True), np.array(b"s", object)],
+                         ids=["float32", "int64", "bool", "string"])
+def test_a_scalar_carries_an_empty_tensor_shape(value, content):
+    """TF writes `tensor_shape {}` (present, no dims) for a rank-0 tensor in both encodings."""
+    p = codec.to_tensor_proto(value, tensor_content=content)
+    assert p.HasField("tensor_shape") and not p.tensor_shape.dim and not p.tensor_shape.unknown_rank
+    assert codec.to_ndarray(p).shape == ()
+
+
+def test_a_scalar_is_byte_equal_to_tf_servings_expected_proto():
+    # what predict_impl_test.cc's PredictionSuccess builds: float_val 3, DT_FLOAT, an empty shape
+    expected = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[3.0])
+    expected.tensor_shape.SetInParent()
+    assert codec.to_tensor_proto(np.float32(3.0)).SerializeToString() == expected.SerializeToString()
+    assert codec.to_tensor_proto(np.float32(3.0)).SerializeToString() == \
+        tf.make_tensor_proto(np.float32(3.0)).SerializeToString()
+    content = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=np.float32(3.0).tobytes())
+    content.tensor_shape.SetInParent()
+    assert codec.to_tensor_proto(np.float32(3.0), tensor_content=True).SerializeToString() == \
+        content.SerializeToString()
+
+
 def test_narrow_ints_wrap_like_tf_static_cast():
     np.testing.assert_array_equal(codec.to_ndarray(proto(4, (2,), int_val=[256 + 5, -1])), [5, 255])
     np.testing.assert_array_equal(codec.to_ndarray(proto(6, (1,), int_val=[130])), [-126])

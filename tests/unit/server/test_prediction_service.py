@@ -249,6 +249,41 @@ def test_regress_gives_one_value_per_example(base):
     serve(base, scenario)
 
 
+def _task(signature, method, name="m"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model_spec=SimpleNamespace(name=name, signature_name=signature), method_name=method)
+
+
+def test_multi_inference_checks_its_tasks_against_the_resolved_version(base):
+    classify, regress = "tensorflow/serving/classify", "tensorflow/serving/regress"
+
+    async def scenario(service, core):
+        results = await service.multi_inference(
+            ModelSpec("m", label="stable", signature_name="classify"),
+            [_task("classify", classify), _task("regress", regress)], lambda: [b"ab"])
+        assert [(r.version, r.signature_name) for r in results] == [(1, "classify"), (1, "regress")]
+        assert results[1].values == [5.0]  # version 1: 2 * len + 1
+        assert service.metrics.registry.get_sample_value(  # counted once per request, as TF Serving does
+            ":tensorflow:serving:request_example_count_total", {"model": "m"}) == 1
+
+        # TF Serving's order: the version first, then each task's checks, before any run
+        assert await _error(service.multi_inference(
+            ModelSpec("nope"), [_task("classify", classify, "nope")], lambda: [b"a"])) == (
+            Code.NOT_FOUND, "Servable not found for request: Latest(nope)")
+        assert await _error(service.multi_inference(
+            ModelSpec("m", signature_name="classify"), [_task("classify", classify), _task("nope", regress)],
+            lambda: [b"a"])) == (Code.INVALID_ARGUMENT, "Requested signature not found in model graph: nope")
+        assert await _error(service.multi_inference(
+            ModelSpec("m", signature_name="classify"),
+            [_task("classify", "tensorflow/serving/predict"), _task("nope", regress)], lambda: [b"a"])) == (
+            Code.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict")
+        assert _runs(core, 1) == 2 and _runs(core, 2) == 0
+        assert _no_handles(core)
+
+    serve(base, scenario)
+
+
 def test_metadata_and_status(base):
     async def scenario(service, core):
         name, version, sigdefs = await service.metadata(ModelSpec("m", label="stable"))

@@ -40,7 +40,7 @@ from pyserving.api.grpc.status import to_grpc_status, truncate
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
-from pyserving.platforms.inference import multi_inference_tasks, serialized_examples
+from pyserving.platforms.inference import serialized_examples
 from pyserving.protos.tensor_codec import decode_inputs, encode_outputs
 from pyserving.server.admission import Admission, RequestGate
 from pyserving.server.model_config import to_model_configs
@@ -249,10 +249,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             # TF Serving looks the servable up with the first task's (or an empty) spec.
             raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
         name = tasks[0].model_spec.name
-        # The signatures are checked when each task runs (the version is not resolved yet).
         results = await self._service.multi_inference(
-            spec_from_proto(tasks[0].model_spec), multi_inference_tasks(tasks),
-            serialized_examples(request.input), deadline=deadline_of(context))
+            spec_from_proto(tasks[0].model_spec), tasks, serialized_examples(request.input),
+            deadline=deadline_of(context))
         response = inference_pb2.MultiInferenceResponse()
         for result in results:
             result_proto = response.results.add()

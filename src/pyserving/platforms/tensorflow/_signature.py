@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from tensorflow.core.framework import types_pb2
 
 from pyserving.platforms.base import Signature, TensorSpec
-from pyserving.platforms.tensorflow._dtypes import numpy_dtype
+from pyserving.platforms._dtypes import numpy_dtype
 from pyserving.platforms.tensorflow._wire_order import KeyOrder
 
 __all__ = [

@@ -20,10 +20,10 @@ import numpy as np
 
 from pyserving.errors import Code, ServingError
 from pyserving.platforms.base import MAX_LENIENT_RANK, Signature, TensorSpec
-from pyserving.platforms.tensorflow._dtypes import accepts, tf_dtype_name
+from pyserving.platforms._dtypes import accepts, tf_dtype_name
 from pyserving.platforms.tensorflow._signature import format_shape
 
-__all__ = ["bind_inputs", "select_outputs", "check_array", "shape_mismatch_message"]
+__all__ = ["bind_inputs", "select_outputs", "check_array", "session_arg_index", "shape_mismatch_message"]
 
 
 def _join(names: Iterable[str]) -> str:
@@ -38,12 +38,14 @@ def bind_inputs(
     signature: Signature,
     inputs: Mapping[str, np.ndarray],
     default_values: Mapping[str, np.ndarray],
+    arg_index: Mapping[str, int] | None = None,
 ) -> list[np.ndarray]:
     """The arrays to feed, one per signature input in signature order.
 
     ``default_values`` holds the SignatureDef defaults (alias -> array); an omitted input
     with a default is fed that value, as TF Serving does. Non-ndarray values are converted
-    with ``np.asarray`` (no dtype coercion).
+    with ``np.asarray`` (no dtype coercion). ``arg_index`` (see `session_arg_index`), for a
+    model run by ``Session::Run``, gives a wrong dtype the session's own message.
     """
     sig_inputs = signature.inputs
     n_req, n_sig = len(inputs), len(sig_inputs)
@@ -72,7 +74,7 @@ def bind_inputs(
         used += 1
         if type(value) is not np.ndarray:
             value = np.asarray(value)
-        check_array(signature.name, spec, value)
+        check_array(signature.name, spec, value, arg_index.get(alias) if arg_index else None)
         feeds.append(value)
     if used != n_req:
         seen = [a for a in sig_inputs if a in inputs]
@@ -83,10 +85,27 @@ def bind_inputs(
     return feeds
 
 
-def check_array(signature_name: str, spec: TensorSpec, value: np.ndarray) -> None:
+def session_arg_index(signature: Signature) -> dict[str, int]:
+    """alias -> the position of its tensor among ``Session::Run``'s arguments: TF's
+    DirectSession orders a run's feeds by tensor name (and every signature input is fed,
+    defaults included), which its dtype message counts in ("Expects arg[1] ...")."""
+    names = sorted({spec.tensor_name for spec in signature.inputs.values()})
+    position = {name: i for i, name in enumerate(names)}
+    return {alias: position[spec.tensor_name] for alias, spec in signature.inputs.items()}
+
+
+def _type_string(dtype_name: str) -> str:
+    """TF's ``DataTypeString``: "DT_FLOAT" -> "float", "DT_STRING" -> "string"."""
+    return dtype_name[3:].lower() if dtype_name.startswith("DT_") else dtype_name
+
+
+def check_array(signature_name: str, spec: TensorSpec, value: np.ndarray, arg: int | None = None) -> None:
     """Raise INVALID_ARGUMENT if ``value`` cannot match ``spec``. Checked:
 
-    - dtype: must equal the signature's (object/bytes/str arrays for DT_STRING);
+    - dtype: must equal the signature's (object/bytes/str arrays for DT_STRING). With
+      ``arg`` (the input's place among the session's arguments) the message is the one TF
+      Serving passes on from ``Session::Run`` ("Expects arg[0] to be float but bool is
+      provided"), else it names the alias and the signature;
     - equal rank, declared rank above 2: every known dimension but the first (batch) one
       must match (declared rank up to 2: left to the session, as in TF Serving). Dimension 0
       is let through: exports often pin the batch size in the signature (TF Serving's own
@@ -100,6 +119,11 @@ def check_array(signature_name: str, spec: TensorSpec, value: np.ndarray) -> Non
     """
     expected = spec.np_dtype
     if expected is not None and value.dtype != expected and not accepts(expected, value.dtype):
+        if arg is not None:
+            raise _invalid(
+                f"Expects arg[{arg}] to be {_type_string(spec.dtype)} but "
+                f"{_type_string(tf_dtype_name(value.dtype))} is provided"
+            )
         raise _invalid(
             f"input tensor alias: {spec.alias} has dtype {tf_dtype_name(value.dtype)} but "
             f'signature "{signature_name}" expects {spec.dtype}'

@@ -51,6 +51,7 @@ from pyserving.platforms.tensorflow._signature import (
 from pyserving.platforms.tensorflow._validation import (
     bind_inputs,
     select_outputs,
+    session_arg_index,
     shape_mismatch_message,
 )
 from pyserving.platforms.tensorflow._wire_order import KeyOrder, signature_key_order
@@ -94,6 +95,7 @@ class SavedModelLoader:
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 0,
         on_warmup: WarmupCallback | None = None,
+        enable_signature_method_name_check: bool = False,
     ) -> None:
         """``session_config`` None means ``ConfigProto(allow_soft_placement=True)``, so
         exports pinned to a GPU device still load on a CPU-only host. The warmup arguments
@@ -103,7 +105,8 @@ class SavedModelLoader:
         self._session_config = session_config
         self._servable: TensorFlowServable | None = None
         self._warmup = WarmupOptions.from_flags(  # None when warmup is disabled
-            enable_model_warmup, num_request_iterations_for_warmup, on_warmup
+            enable_model_warmup, num_request_iterations_for_warmup, on_warmup,
+            enable_signature_method_name_check,
         )
 
     @property
@@ -243,6 +246,7 @@ class _Runner:
     feed_names: tuple[str, ...]
     default_values: Mapping[str, np.ndarray]
     all_outputs: tuple[str, ...]
+    arg_index: Mapping[str, int]  # alias -> its place among Session::Run's arguments
     default: _Compiled | None = None
     error: ServingError | None = None
     inputs_text: str = ""  # "{x: DT_FLOAT [-1,1]}", for error messages
@@ -328,7 +332,7 @@ class TensorFlowServable:
         if runner.error is not None:
             raise runner.error
         sig = runner.signature
-        feeds = bind_inputs(sig, inputs, runner.default_values)
+        feeds = bind_inputs(sig, inputs, runner.default_values, runner.arg_index)
         if output_filter:
             fetch_aliases = select_outputs(sig, output_filter)
         else:
@@ -387,6 +391,7 @@ class TensorFlowServable:
             feed_names=tuple(spec.tensor_name for spec in sig.inputs.values()),
             default_values=_default_values(sig_def),
             all_outputs=tuple(sig.outputs),
+            arg_index=session_arg_index(sig),
             inputs_text=describe_tensors(sig.inputs),
         )
         specs = [*sig.inputs.values(), *sig.outputs.values()]

@@ -86,10 +86,13 @@ _RECORD_PREVIEW_BYTES = 64
 
 @dataclass(frozen=True)
 class WarmupOptions:
-    """How to warm a version up. ``num_request_iterations`` <= 0 means 1."""
+    """How to warm a version up. ``num_request_iterations`` <= 0 means 1;
+    ``method_name_check`` is ``--enable_signature_method_name_check``, which TF Serving
+    applies to warmup requests as to live ones."""
 
     num_request_iterations: int = 1
     on_warmup: WarmupCallback | None = None
+    method_name_check: bool = False
 
     @classmethod
     def from_flags(
@@ -97,11 +100,12 @@ class WarmupOptions:
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 0,
         on_warmup: WarmupCallback | None = None,
+        enable_signature_method_name_check: bool = False,
     ) -> WarmupOptions | None:
         """The options for the server flags, or None when ``--enable_model_warmup=false``."""
         if not enable_model_warmup:
             return None
-        return cls(num_request_iterations_for_warmup, on_warmup)
+        return cls(num_request_iterations_for_warmup, on_warmup, enable_signature_method_name_check)
 
     def describe(self) -> str:
         """The options as TF Serving logs its ``ModelWarmupOptions`` (set fields only)."""
@@ -146,7 +150,7 @@ def run_warmup(servable: Any, export_dir: str, options: WarmupOptions | None = N
                 )
             prediction_log = _parse(record, path)
             for _ in range(iterations):
-                _replay_one(servable, prediction_log, records, path, None)
+                _replay_one(servable, prediction_log, records, path, None, options.method_name_check)
     except ServingError as e:
         error = e
     except Exception as e:  # noqa: BLE001 - a warmup bug must fail the load, not the server
@@ -211,34 +215,42 @@ def _parse(record: bytes, path: str) -> Any:
 
 
 def _replay_one(
-    servable: Any, prediction_log: Any, number: int, path: str, timeout_ms: int | None
+    servable: Any, prediction_log: Any, number: int, path: str, timeout_ms: int | None,
+    method_check: bool = False,
 ) -> None:
     """Run one record's request; errors keep their code and say which record it was."""
     try:
-        _dispatch(servable, prediction_log, timeout_ms)
+        _dispatch(servable, prediction_log, timeout_ms, method_check)
     except ServingError as e:
         raise ServingError(
             e.code, f"{e.message} [while replaying warmup record {number} from {path}]"
         ) from None
 
 
-def _dispatch(servable: Any, prediction_log: Any, timeout_ms: int | None) -> None:
+def _dispatch(servable: Any, prediction_log: Any, timeout_ms: int | None, method_check: bool) -> None:
     kind = prediction_log.WhichOneof("log_type")
     if kind == "predict_log":
-        _predict(servable, prediction_log.predict_log.request, timeout_ms)
+        _predict(servable, prediction_log.predict_log.request, timeout_ms, method_check)
     elif kind == "classify_log":
-        _classify(servable, prediction_log.classify_log.request, timeout_ms)
+        _classify(servable, prediction_log.classify_log.request, timeout_ms, method_check)
     elif kind == "regress_log":
-        _regress(servable, prediction_log.regress_log.request, timeout_ms)
+        _regress(servable, prediction_log.regress_log.request, timeout_ms, method_check)
     elif kind == "multi_inference_log":
-        _multi_inference(servable, prediction_log.multi_inference_log.request, timeout_ms)
+        _multi_inference(servable, prediction_log.multi_inference_log.request, timeout_ms, method_check)
     elif kind is not None:  # session_run_log, predict_streamed_log, anything newer
         number = prediction_log.DESCRIPTOR.fields_by_name[kind].number
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")
 
 
-def _predict(servable: Any, request: Any, timeout_ms: int | None) -> None:
-    sig = inference.find_signature(servable, request.model_spec.signature_name, "predict")
+def _signature(servable: Any, name: str, method: str, method_check: bool) -> Any:
+    sig = inference.find_signature(servable, name, method)
+    if method_check:
+        inference.check_method_name(sig, method)
+    return sig
+
+
+def _predict(servable: Any, request: Any, timeout_ms: int | None, method_check: bool) -> None:
+    sig = _signature(servable, request.model_spec.signature_name, "predict", method_check)
     inputs = decode_inputs(request.inputs, sig.inputs)
     servable.run(sig, inputs, list(request.output_filter), timeout_ms)
 
@@ -248,30 +260,31 @@ def _runner(servable: Any, timeout_ms: int | None) -> inference.Runner:
 
 
 def _classify(
-    servable: Any, request: Any, timeout_ms: int | None, signature_name: str | None = None
+    servable: Any, request: Any, timeout_ms: int | None, method_check: bool, signature_name: str | None = None
 ) -> None:
     name = request.model_spec.signature_name if signature_name is None else signature_name
-    sig = inference.find_signature(servable, name, "classify")
+    sig = _signature(servable, name, "classify", method_check)
     examples = inference.serialized_examples(request.input)()
     inference.classify(_runner(servable, timeout_ms), sig, examples)
 
 
 def _regress(
-    servable: Any, request: Any, timeout_ms: int | None, signature_name: str | None = None
+    servable: Any, request: Any, timeout_ms: int | None, method_check: bool, signature_name: str | None = None
 ) -> None:
     name = request.model_spec.signature_name if signature_name is None else signature_name
-    sig = inference.find_signature(servable, name, "regress")
+    sig = _signature(servable, name, "regress", method_check)
     examples = inference.serialized_examples(request.input)()
     inference.regress(_runner(servable, timeout_ms), sig, examples)
 
 
-def _multi_inference(servable: Any, request: Any, timeout_ms: int | None) -> None:
+def _multi_inference(servable: Any, request: Any, timeout_ms: int | None, method_check: bool) -> None:
     """TF Serving's ``TensorFlowMultiInferenceRunner`` checks, then each task in turn."""
-    for signature, method in inference.multi_inference_tasks(request.tasks, servable.signatures):
+    tasks = inference.multi_inference_tasks(request.tasks, servable.signatures, method_check=method_check)
+    for signature, method in tasks:
         if method == inference.CLASSIFY_METHOD_NAME:
-            _classify(servable, request, timeout_ms, signature)
+            _classify(servable, request, timeout_ms, method_check, signature)
         else:
-            _regress(servable, request, timeout_ms, signature)
+            _regress(servable, request, timeout_ms, method_check, signature)
 
 
 def _report(

@@ -83,7 +83,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from pyserving.errors import Code, ServingError
 from pyserving.platforms import TFLITE_MODEL_FILENAME
 from pyserving.platforms.base import DEFAULT_SIGNATURE, Signature
-from pyserving.platforms.tensorflow._dtypes import tf_dtype_name
+from pyserving.platforms._dtypes import tf_dtype_name
 from pyserving.platforms.tensorflow._signature import describe_tensors, signature_from_def
 from pyserving.platforms.tensorflow._validation import bind_inputs, select_outputs
 from pyserving.platforms.tensorflow.warmup import WarmupCallback, WarmupOptions, run_warmup
@@ -117,13 +117,14 @@ class TfLiteLoader:
         enable_model_warmup: bool = True,
         num_request_iterations_for_warmup: int = 0,
         on_warmup: WarmupCallback | None = None,
+        enable_signature_method_name_check: bool = False,
     ) -> None:
-        """Arguments are the server flags of the same names (pool sizes below 1 count as 1),
-        the warmup metrics hook and the REST run timeout (`warmup.WarmupOptions`)."""
+        """Arguments are the server flags of the same names (pool sizes below 1 count as 1)
+        and the warmup metrics hook (`warmup.WarmupOptions`)."""
         self._export_dir = os.fspath(export_dir)
         self._num_interpreters = max(1, num_tflite_pools) * max(1, num_tflite_interpreters_per_pool)
         self._warmup = WarmupOptions.from_flags(
-            enable_model_warmup, num_request_iterations_for_warmup, on_warmup
+            enable_model_warmup, num_request_iterations_for_warmup, on_warmup, enable_signature_method_name_check
         )
         self._servable: TfLiteServable | None = None
 

@@ -1,4 +1,6 @@
-"""TF ``DataType`` enum names <-> numpy dtypes, as the TF platform uses them on the wire.
+"""TF ``DataType`` enum names <-> numpy dtypes, as every platform names them on the wire and
+in messages (signatures, input checks, the classify and regress output checks). No
+TensorFlow import: numpy and ml_dtypes only.
 
 Contract: `numpy_dtype(name)` gives the numpy dtype of a tensor of TF dtype ``name``
 (``object`` for ``DT_STRING``; ``ml_dtypes`` types for bfloat16 / float8 / int4; None where
