@@ -278,6 +278,36 @@ def test_sigterm_drains_every_worker_and_exits_zero(pool):
     assert out.rstrip().endswith("Server stopped")
 
 
+def test_sigterm_to_every_process_at_once_still_drains(store, tmp_path):
+    """As systemd stops a service (SIGTERM to every process of its group): each worker gets
+    SIGTERM twice, from the signal and from its supervisor, and drains once."""
+    base = tmp_path / "m"
+    base.mkdir()
+    _install(store[1], base / "1")
+    server = ServerProcess("--workers=2", "--model_name=m", f"--model_base_path={base}", "--access_log", grpc=False)
+    server.start()
+    slow: list = [None] * 2
+
+    def call(i: int) -> None:
+        slow[i] = requests.post(f"{server.url}/v1/models/m:predict", json={"instances": [[float(x)] for x in range(200_000)]},
+                                timeout=120, headers={"Connection": "close"})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    mark = len(server.lines)
+    for t in threads:
+        t.start()
+    for _ in range(2):
+        mark = server.wait_for_log("POST /v1/models/m:predict started", start=mark) + 1
+    assert server.proc is not None
+    for pid in [server.proc.pid, *child_pids(server.proc.pid)]:
+        os.kill(pid, signal.SIGTERM)
+    assert server.wait_exit(120) == 0
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in slow] == [200, 200]
+    assert server.output.count("Server stopped") == 3  # both workers and the supervisor
+
+
 def test_a_port_in_use_is_a_startup_error_before_any_worker_starts(tmp_path):
     holder = __import__("socket").socket()
     holder.bind(("0.0.0.0", 0))

@@ -13,16 +13,16 @@ index, the models and the versions to load. From then on:
   it was started with are loaded), `startup_error`; calls: `reload` (a config reload that
   reached this worker over gRPC), `metrics` (the page summed over every worker).
 
-SIGTERM drains and stops the worker as it stops a single server; SIGINT is ignored (a
-Ctrl-C in a terminal reaches every process of the group: the supervisor decides). A
-supervisor that goes away (its end of the pair closes) stops the worker too.
+SIGTERM drains and stops the worker as it stops a single server (a second one changes
+nothing); SIGINT is ignored (a Ctrl-C in a terminal reaches every process of the group:
+the supervisor decides). A supervisor that goes away (its end of the pair closes) stops the
+worker too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import sys
@@ -219,13 +219,16 @@ async def _serve(fd: int) -> int:
 
 
 def _stop_on_signals(server: Any) -> None:
-    seen = 0
+    """SIGTERM drains, once: a worker can get it twice (from its supervisor, and from
+    whatever signals the whole group, such as systemd stopping the service), and a second
+    one must not cut the drain short; the supervisor kills a worker that outlives the grace."""
+    seen = False
 
     def on_term() -> None:
         nonlocal seen
-        seen += 1
-        if seen > 1:
-            os._exit(1)
+        if seen:
+            return
+        seen = True
         log.info("Received SIGTERM: draining requests in flight, then exiting")
         server.request_stop()
 
