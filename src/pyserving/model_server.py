@@ -101,7 +101,7 @@ class Supervision(Protocol):
 
     def attach(self, server: Server) -> None: ...
 
-    def rest_socket(self) -> Any: ...  # the REST listening socket every worker shares
+    def rest_socket(self) -> Any: ...  # this worker's REST listener, made and kept by the supervisor
 
 
 class FrontEnd(Protocol):
@@ -179,7 +179,8 @@ def _session_config(options: ServerOptions) -> Any:
     return config
 
 
-async def poll_config_file(core: Any, path: str, every: float, last_text: str | None) -> None:
+async def poll_config_file(control: Any, path: str, every: float, last_text: str | None) -> None:
+    """Apply `path` to `control` (a `ModelControl`) whenever its text changes."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -201,7 +202,7 @@ async def poll_config_file(core: Any, path: str, every: float, last_text: str | 
             models = to_model_configs(config)
             # Not waiting for the new models to load: a model that never becomes available
             # (a `specific` version not on disk yet) must not stop later edits from applying.
-            await core.reload_config(models, wait=False)
+            await control.reload_config(models, wait=False)
         except (ConfigParseError, ServingError) as exc:
             log.error("Model config file %s not applied: %s", path, exc)
         except Exception:

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
@@ -208,7 +210,7 @@ def test_an_edited_config_file_reaches_every_worker(pool):
 def test_unix_socket_is_served_by_worker_zero_and_the_profiler_by_any(pool):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "m"
-    request.inputs["x"].CopyFrom(__import__("tensorflow").make_tensor_proto([[2.0]]))
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[2.0]]))
     with grpc.insecure_channel(f"unix:{pool.dir / 'grpc.sock'}") as channel:
         response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
     assert list(response.outputs["y"].float_val) == [3.0]
@@ -256,23 +258,35 @@ def test_a_worker_killed_while_loading_comes_back_and_the_others_keep_serving(po
     assert set(workers_that_answered(pool, mark)) == {"0", "1"}
 
 
+class BigRequests:
+    """`count` predicts of 200,000 rows (each runs for a while), returned once the server
+    has accepted every one of them; `statuses()` waits for their HTTP statuses."""
+
+    def __init__(self, server: ServerProcess, count: int) -> None:
+        self._url = f"{server.url}/v1/models/m:predict"
+        self._body = {"instances": [[float(x)] for x in range(200_000)]}
+        self._statuses: list[int | None] = [None] * count
+        self._threads = [threading.Thread(target=self._call, args=(i,)) for i in range(count)]
+        mark = len(server.lines)
+        for t in self._threads:
+            t.start()
+        for _ in range(count):
+            mark = server.wait_for_log("POST /v1/models/m:predict started", start=mark) + 1
+
+    def _call(self, i: int) -> None:
+        self._statuses[i] = requests.post(self._url, json=self._body, timeout=120,
+                                          headers={"Connection": "close"}).status_code
+
+    def statuses(self) -> list[int | None]:
+        for t in self._threads:
+            t.join()
+        return self._statuses
+
+
 def test_sigterm_drains_every_worker_and_exits_zero(pool):
-    slow = [None] * 4
-
-    def call(i: int) -> None:
-        slow[i] = requests.post(f"{pool.url}/v1/models/m:predict", json={"instances": [[float(x)] for x in range(200_000)]},
-                                timeout=120, headers={"Connection": "close"})
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
-    mark = len(pool.lines)
-    for t in threads:
-        t.start()
-    for _ in range(4):  # every request accepted before the signal
-        mark = pool.wait_for_log("POST /v1/models/m:predict started", start=mark) + 1
+    slow = BigRequests(pool, 4)
     assert pool.stop(signal.SIGTERM, timeout=120) == 0
-    for t in threads:
-        t.join()
-    assert [r.status_code for r in slow] == [200] * 4
+    assert slow.statuses() == [200] * 4
     out = pool.output
     assert "[worker 0] Server stopped" in out and "[worker 1] Server stopped" in out
     assert out.rstrip().endswith("Server stopped")
@@ -284,32 +298,19 @@ def test_sigterm_to_every_process_at_once_still_drains(store, tmp_path):
     base = tmp_path / "m"
     base.mkdir()
     _install(store[1], base / "1")
-    server = ServerProcess("--workers=2", "--model_name=m", f"--model_base_path={base}", "--access_log", grpc=False)
-    server.start()
-    slow: list = [None] * 2
-
-    def call(i: int) -> None:
-        slow[i] = requests.post(f"{server.url}/v1/models/m:predict", json={"instances": [[float(x)] for x in range(200_000)]},
-                                timeout=120, headers={"Connection": "close"})
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
-    mark = len(server.lines)
-    for t in threads:
-        t.start()
-    for _ in range(2):
-        mark = server.wait_for_log("POST /v1/models/m:predict started", start=mark) + 1
-    assert server.proc is not None
-    for pid in [server.proc.pid, *child_pids(server.proc.pid)]:
-        os.kill(pid, signal.SIGTERM)
-    assert server.wait_exit(120) == 0
-    for t in threads:
-        t.join()
-    assert [r.status_code for r in slow] == [200, 200]
-    assert server.output.count("Server stopped") == 3  # both workers and the supervisor
+    with ServerProcess("--workers=2", "--model_name=m", f"--model_base_path={base}", "--access_log",
+                       grpc=False) as server:
+        slow = BigRequests(server, 2)
+        assert server.proc is not None
+        for pid in [server.proc.pid, *child_pids(server.proc.pid)]:
+            os.kill(pid, signal.SIGTERM)
+        assert server.wait_exit(120) == 0
+        assert slow.statuses() == [200, 200]
+        assert server.output.count("Server stopped") == 3  # both workers and the supervisor
 
 
 def test_a_port_in_use_is_a_startup_error_before_any_worker_starts(tmp_path):
-    holder = __import__("socket").socket()
+    holder = socket.socket()
     holder.bind(("0.0.0.0", 0))
     holder.listen()
     port = holder.getsockname()[1]

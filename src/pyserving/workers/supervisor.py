@@ -145,23 +145,6 @@ class _Worker:
     serving: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-def _check_port_free(port: int) -> None:
-    """The workers share the gRPC port on purpose (SO_REUSEPORT); a port another program
-    already holds must still be a start-up error, as it is for one process."""
-    errors: list[OSError] = []
-    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-                sock.bind((host, port))
-                return
-            except OSError as exc:
-                errors.append(exc)
-    raise StartupError(f"Failed to start server. Error: cannot listen on port {port}: {errors[-1]}")
-
-
 def _threads_configured(options: ServerOptions) -> bool:
     return bool(options.tensorflow_session_parallelism or options.tensorflow_intra_op_parallelism
                 or options.tensorflow_inter_op_parallelism or options.tensorflow_session_config_file)
@@ -485,10 +468,12 @@ class Supervisor:
         self._stop_requested = asyncio.Event()
         self._fatal = asyncio.get_running_loop().create_future()
         self._replace_wake = asyncio.Event()
-        if options.port:
-            _check_port_free(options.port)
-        if options.rest_api_port and options.rest_api_port != options.port:
-            _check_port_free(options.rest_api_port)
+        # The workers share their ports on purpose (SO_REUSEPORT); a port another program
+        # already holds must still be a start-up error, as it is for one process.
+        from pyserving.api.rest.server import bind
+
+        for port in {options.port, options.rest_api_port} - {0}:
+            bind(port).close()
         await self.control.start(self.models)
         await self.control.poll_now()  # the first versions go out with the hello
         try:

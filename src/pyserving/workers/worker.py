@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pyserving.core.event_bus import EventBus
 from pyserving.core.servable_state import ServableState
 from pyserving.errors import Code, ServingError, StartupError
@@ -105,13 +107,14 @@ class WorkerLink:
         await self.channel.call("reload", (models, wait_timeout))
 
     async def metrics_page(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        from pyserving.api.rest.errors import http_status
         from pyserving.monitoring.exporter import CONTENT_TYPE
 
         assert self.channel is not None
         try:
             body = await self.channel.call("metrics", timeout=30)
-        except ServingError as err:
-            return 503, [(b"content-type", b"application/json")], ('{"error": "%s"}' % err.message).encode()
+        except ServingError as err:  # the supervisor is gone or slow: TF Serving's error shape
+            return http_status(err.code), [(b"content-type", b"application/json")], orjson.dumps({"error": err.message})
         return 200, [(b"content-type", CONTENT_TYPE)], body
 
     def attach(self, server: Any) -> None:

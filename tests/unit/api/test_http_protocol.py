@@ -157,3 +157,66 @@ async def test_real_connection_keeps_alive_and_answers_every_request(method: str
     finally:
         server.should_exit = True
         await task
+
+
+async def _accepted(server: uvicorn.Server) -> HttpProtocol:
+    """The protocol of the one connection the server has accepted (a bounded wait)."""
+    for _ in range(500):
+        if server.server_state.connections:
+            return next(iter(server.server_state.connections))  # type: ignore[return-value]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the connection was not accepted")
+
+
+async def _hello(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+@synchronously
+async def test_a_request_on_its_way_when_the_server_stops_is_answered_then_closed() -> None:
+    """A connection accepted with nothing read yet when the server stops: its request
+    (sent by the client as the server stopped) is answered, with `connection: close`."""
+    server, task, port = await _serve(_hello)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        (await _accepted(server)).shutdown()  # what uvicorn does to each connection on stop
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in head
+        assert await asyncio.wait_for(reader.read(), 10) == b"hi"  # then EOF: closed
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
+
+
+@synchronously
+async def test_a_connection_that_sends_nothing_is_closed_after_the_grace(monkeypatch) -> None:
+    import pyserving.api.rest._http as http
+
+    monkeypatch.setattr(http, "_FIRST_REQUEST_GRACE_SECONDS", 0.05)
+    server, task, port = await _serve(_hello)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        (await _accepted(server)).shutdown()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
+
+
+@synchronously
+async def test_an_idle_keep_alive_connection_is_closed_at_once_on_stop() -> None:
+    server, task, port = await _serve(_hello)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"hi"), 10)
+        (await _accepted(server)).shutdown()
+        assert await asyncio.wait_for(reader.read(), 1) == b""
+        writer.close()
+    finally:
+        server.should_exit = True
+        await task
