@@ -309,6 +309,8 @@ class Server:
             loader_options=loader_options,
             loader_wrapper=_compose(loader_wrapper,
                                     self.batching.wrap_loader if self.batching is not None else None),
+            model_cache_dir=options.model_cache_dir,
+            store_observer=self.metrics.store,
         ), own_source=supervisor is None)
         # What status, readiness and reloads answer from: this core, or the supervisor's
         # view of every worker.

@@ -75,6 +75,9 @@ class ServerOptions:
         60 * 1000 * 1000, "The interval, in microseconds, between each servable load retry")
     file_system_poll_wait_seconds: int = flag(
         1, "Interval in seconds between each poll of the filesystem for new model version (0: once)")
+    model_cache_dir: str = flag(
+        "", "pyserving: where versions on object stores (s3://, gs://, az://) are copied and loaded from; one "
+        "server per directory (empty: a private folder under the system temp dir, removed at exit)")
     flush_filesystem_caches: bool = flag(True, "flush filesystem caches after loads", inert=True)
     tensorflow_session_parallelism: int = flag(0, "Number of threads to use for running a TensorFlow session")
     tensorflow_session_config_file: str = flag(

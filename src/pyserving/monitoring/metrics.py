@@ -24,6 +24,11 @@ Two families share one registry (see `exporter.py` for the text format):
   loaded or unloading version; an unload waits for them), `pyserving_oldest_request_age_seconds`
   (the request in flight the longest; 0 when none), both read at scrape time, and
   `pyserving_event_loop_lag_seconds` (fed by `watchdog.LoopWatchdog`).
+  Object stores (`StoreMetrics`, fed by the source's polls): `pyserving_model_store_lists_total
+  {model, result}`, `pyserving_model_store_list_seconds {model}`,
+  `pyserving_model_store_downloads_total {model, result}`, `pyserving_model_store_download_bytes_total
+  {model}`, `pyserving_model_store_download_files_total {model}`,
+  `pyserving_model_store_download_seconds {model}`; `result` is `ok` or the canonical code.
 
 Model labels of request metrics (TF Serving's `model_name` and our `model`, in flight
 included) name only models the server knows: configured (`bind_configured`) or ever seen
@@ -62,6 +67,7 @@ from pyserving.monitoring.buffered import BufferedHistogram
 
 __all__ = [
     "ServingMetrics",
+    "StoreMetrics",
     "BatchingMetrics",
     "RequestRecord",
     "current_request",
@@ -234,6 +240,48 @@ class BatchingMetrics:
         self._depth = tasks
 
 
+class StoreMetrics:
+    """Listings and copies of versions on object stores (a `StoreObserver`)."""
+
+    def __init__(self, registry: CollectorRegistry, exposition_names: dict[str, str] | None = None) -> None:
+        names = exposition_names if exposition_names is not None else {}
+
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            names[name[: -len("_total")]] = name
+            return Counter(name[: -len("_total")], doc, labels, registry=registry)
+
+        self.lists = counter("pyserving_model_store_lists_total", "Listings of remote base paths.",
+                             ["model", "result"])
+        self.list_seconds = BufferedHistogram(
+            "pyserving_model_store_list_seconds", "Time to list a remote base path.", ["model"],
+            LIFECYCLE_SECONDS_BUCKETS, registry)
+        self.downloads = counter("pyserving_model_store_downloads_total", "Copies of remote versions into the "
+                                 "model cache.", ["model", "result"])
+        self.download_bytes = counter("pyserving_model_store_download_bytes_total", "Bytes copied from object "
+                                      "stores.", ["model"])
+        self.download_files = counter("pyserving_model_store_download_files_total", "Files copied from object "
+                                      "stores.", ["model"])
+        self.download_seconds = BufferedHistogram(
+            "pyserving_model_store_download_seconds", "Time to copy a remote version.", ["model"],
+            LIFECYCLE_SECONDS_BUCKETS, registry)
+
+    @staticmethod
+    def _result(error: ServingError | None) -> str:
+        return "ok" if error is None else error.code.name
+
+    def store_listed(self, model: str, seconds: float, error: ServingError | None) -> None:
+        self.lists.labels(model, self._result(error)).inc()
+        self.list_seconds.labels(model).observe(seconds)
+
+    def store_downloaded(self, model: str, files: int, nbytes: int, seconds: float,
+                         error: ServingError | None) -> None:
+        self.downloads.labels(model, self._result(error)).inc()
+        self.download_bytes.labels(model).inc(nbytes)
+        if error is None:
+            self.download_files.labels(model).inc(files)
+            self.download_seconds.labels(model).observe(seconds)
+
+
 class ServingMetrics:
     """All metrics, registered on `registry` (give each server its own registry)."""
 
@@ -324,6 +372,7 @@ class ServingMetrics:
             "pyserving_event_loop_lag_seconds", "How late the event loop ran a callback it was handed.",
             [], LOOP_LAG_SECONDS_BUCKETS,
         )
+        self.store = StoreMetrics(self.registry, self.exposition_names)
         self._open: set[RequestRecord] = set()  # requests started and not finished
         self._watchdog = _WatchdogCollector(self._open)
         self.registry.register(self._watchdog)

@@ -25,6 +25,7 @@ from pyserving.core.state_monitor import ServableStateMonitor
 from pyserving.errors import Code, ServingError
 from pyserving.server.model_config import ModelConfig
 from pyserving.sources.file_system import FileSystemStoragePathSource, ModelSource
+from pyserving.sources.object_store import ModelStores
 
 __all__ = ["ModelControl", "VersionStatus", "pick_status"]
 
@@ -55,14 +56,15 @@ class ModelControl:
     _round_done: asyncio.Event  # made by start(), replaced after every round of changes
 
     def __init__(self, *, poll_wait_seconds: float, allow_version_labels_for_unavailable_models: bool,
-                 own_source: bool = True) -> None:
+                 own_source: bool = True, stores: ModelStores | None = None) -> None:
         self.poll_wait_seconds = poll_wait_seconds
         self.allow_version_labels_for_unavailable_models = allow_version_labels_for_unavailable_models
         # Without its own source, a control is told its versions (a worker by its supervisor).
         self.own_source = own_source
         self.bus: EventBus[ServableState] = EventBus()
         self.monitor = ServableStateMonitor(self.bus)
-        self.source = FileSystemStoragePathSource(self._on_versions, self._on_source_error)
+        # Remote base paths: their listings and local copies (sources/object_store.py).
+        self.source = FileSystemStoragePathSource(self._on_versions, self._on_source_error, stores)
         self._models: dict[str, ModelConfig] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._source_errors: dict[str, ServingError] = {}
@@ -150,6 +152,9 @@ class ModelControl:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        # A poll still running on its thread stops copying at its next chunk; a private
+        # cache goes now (the versions loaded from it no longer read it).
+        self.source.close()
 
     # -- waiting ----------------------------------------------------------------------------
     async def wait_initial_load(self) -> None:

@@ -25,6 +25,7 @@ from pyserving.errors import Code, ServingError
 from pyserving.platforms import create_loader
 from pyserving.server.model_config import ModelConfig
 from pyserving.server.model_control import ModelControl, VersionStatus
+from pyserving.sources.object_store import ModelStores, StoreObserver, store_settings
 
 __all__ = ["CoreOptions", "ServerCore", "VersionStatus"]
 
@@ -50,13 +51,20 @@ class CoreOptions:
     # Applied to every new loader (batching; a benchmark's stand-in model), (loader, ServableId,
     # export_dir) -> loader.
     loader_wrapper: Callable[[Any, ServableId, str], Any] | None = None
+    # Where versions on object stores are copied ("": a private temporary folder).
+    model_cache_dir: str = ""
+    store_observer: StoreObserver | None = None
 
 
 class ServerCore(ModelControl):
     def __init__(self, options: CoreOptions, *, own_source: bool = True) -> None:
         super().__init__(poll_wait_seconds=options.file_system_poll_wait_seconds,
                          allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
-                         own_source=own_source)
+                         own_source=own_source,
+                         stores=ModelStores(store_settings(
+                             options.model_cache_dir, options.max_num_load_retries,
+                             options.load_retry_interval_seconds, options.file_system_poll_wait_seconds),
+                             options.store_observer))
         self.options = options
         workers = options.num_load_threads if options.num_load_threads > 0 else 4
         self._load_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="load")

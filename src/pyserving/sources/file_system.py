@@ -6,6 +6,10 @@ of wanted versions (version -> path) to `callback(name, versions)`. Unlike TF Se
 model whose base path cannot be read reports the error through `on_error(name, error)`
 and leaves every other model's poll alone; its served versions are kept.
 
+A base path on an object store (`s3://`, `gs://`, `az://`, `abfs://`) is polled the same
+way through `ModelStores` (sources/object_store.py): its versions are copied into a local
+cache first, and the aspired paths are those copies. `file://` names a local path.
+
 `poll_once()` is synchronous and does I/O: the server runs it on a worker thread;
 tests call it directly.
 """
@@ -16,9 +20,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from pyserving.errors import Code, ServingError
+from pyserving.sources.object_store import ModelStores, parse_version
+from pyserving.sources.stores import is_remote, local_path
 from pyserving.sources.version_policy import Specific, VersionPolicy, select_versions
 
 __all__ = ["ModelSource", "FileSystemStoragePathSource", "list_versions"]
@@ -33,16 +39,6 @@ class ModelSource:
     policy: VersionPolicy
 
 
-def _parse_version(name: str) -> int | None:
-    text = name.strip()
-    if not text or not (text.isdigit() or (text[0] in "+-" and text[1:].isdigit())):
-        return None
-    value = int(text)
-    if value < 0 or value >= 2**63:
-        return None
-    return value
-
-
 def list_versions(base_path: str) -> dict[int, str]:
     """version -> folder path for every integer-named child folder of `base_path`.
 
@@ -54,7 +50,7 @@ def list_versions(base_path: str) -> dict[int, str]:
         raise ServingError(Code.NOT_FOUND, str(exc.strerror or exc)) from None
     versions: dict[int, str] = {}
     for entry in entries:
-        version = _parse_version(entry.name)
+        version = parse_version(entry.name)
         if version is None:
             continue
         try:
@@ -74,19 +70,25 @@ ErrorCallback = Callable[[str, ServingError | None], None]
 
 
 class FileSystemStoragePathSource:
-    def __init__(self, callback: Callback, on_error: ErrorCallback | None = None) -> None:
+    def __init__(self, callback: Callback, on_error: ErrorCallback | None = None,
+                 stores: ModelStores | None = None) -> None:
         self._callback = callback
         self._on_error = on_error or (lambda name, err: None)
         self._lock = threading.Lock()
         self._models: dict[str, ModelSource] = {}  # guarded by _lock
+        self.stores = stores if stores is not None else ModelStores()
 
     def set_models(self, models: list[ModelSource]) -> None:
         """Replace the polled models; a removed model is told it wants no version."""
         with self._lock:
-            removed = [n for n in self._models if n not in {m.name for m in models}]
+            old = self._models
             self._models = {m.name: m for m in models}
-        for name in removed:
+        for name in [n for n in old if n not in self._models]:
             self._callback(name, {})
+            self.stores.forget(name)
+        for name, model in self._models.items():
+            if name in old and old[name].base_path != model.base_path and not is_remote(model.base_path):
+                self.stores.forget(name)  # moved off a store: its copies go once unaspired
 
     def models(self) -> list[ModelSource]:
         with self._lock:
@@ -96,10 +98,21 @@ class FileSystemStoragePathSource:
         for model in self.models():
             self.poll_model(model)
 
+    def close(self) -> None:
+        """Stop a copy in progress and remove a private cache (the server is stopping)."""
+        self.stores.close()
+
     def poll_model(self, model: ModelSource) -> None:
+        remote = None
         try:
-            found = list_versions(model.base_path)
+            if is_remote(model.base_path):
+                remote = self.stores.for_model(model.name, model.base_path)
+                found: dict[int, Any] = remote.stable_versions()
+            else:
+                found = list_versions(local_path(model.base_path))
         except ServingError as err:
+            if err.code == Code.CANCELLED:
+                return
             message = f"Could not find base path {model.base_path} for servable {model.name} with error {err.message}"
             self._on_error(model.name, ServingError(Code.NOT_FOUND, message))
             log.error("FileSystemStoragePathSource encountered a filesystem access error: %s", message)
@@ -107,18 +120,33 @@ class FileSystemStoragePathSource:
         selected = select_versions(model.policy, found)
         if isinstance(model.policy, Specific):
             for missing in sorted(model.policy.versions - set(found)):
+                if remote is not None and missing in remote.changing:
+                    continue
                 log.warning(
                     "Version %d of servable %s, which was requested to be served as a 'specific' "
                     "version in the servable's version policy, was not found in the file system",
                     missing, model.name,
                 )
+        if remote is not None and remote.changing:
+            log.info("Servable %s: version(s) %s under %s still changing; waiting for two equal listings",
+                     model.name, ", ".join(map(str, remote.changing)), model.base_path)
         if not found:
+            if remote is not None and remote.changing:
+                return  # an upload in progress: nothing to say yet
             message = (
                 f"No versions of servable {model.name} found under base path {model.base_path}. "
                 "Did you forget to name your leaf directory as a number (eg. '/1/')?"
             )
             self._on_error(model.name, ServingError(Code.NOT_FOUND, message))
             log.warning("%s", message)
-        else:
+            if remote is not None:
+                remote.aspire({})
+            self._callback(model.name, {})
+            return
+        if remote is None:
             self._on_error(model.name, None)
-        self._callback(model.name, {v: found[v] for v in selected})
+            self._callback(model.name, {v: found[v] for v in selected})
+            return
+        paths, error = remote.aspire({v: found[v] for v in selected})
+        self._on_error(model.name, error)
+        self._callback(model.name, paths)

@@ -56,6 +56,8 @@ from pyserving.errors import Code, ServingError, StartupError
 from pyserving.options import ServerOptions
 from pyserving.server.model_config import ModelConfig
 from pyserving.server.model_control import ModelControl
+from pyserving.monitoring.metrics import StoreMetrics
+from pyserving.sources.object_store import ModelStores, store_settings
 from pyserving.workers.channel import Channel
 from pyserving.workers.cluster import ClusterStates
 from pyserving.workers.worker import Hello
@@ -74,7 +76,10 @@ class ClusterControl(ModelControl):
     def __init__(self, supervisor: Supervisor) -> None:
         options = supervisor.options
         super().__init__(poll_wait_seconds=options.file_system_poll_wait_seconds,
-                         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models)
+                         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+                         stores=ModelStores(store_settings(
+                             options.model_cache_dir, options.max_num_load_retries,
+                             max(0, options.load_retry_interval_micros) / 1e6, options.file_system_poll_wait_seconds)))
         self._supervisor = supervisor
         self.aspired: dict[str, dict[int, str]] = {}
         self.cluster = ClusterStates(self._on_merged, self._is_aspired)
@@ -197,6 +202,8 @@ class Supervisor:
         self.version_state = Gauge(
             "pyserving_model_version_state", "ModelVersionStatus.State of each version (10 START, 20 LOADING, "
             "30 AVAILABLE, 40 UNLOADING, 50 END).", ["model", "version"], registry=self.registry)
+        # The supervisor lists and copies remote versions: its page part counts that.
+        self.control.source.stores.observer = StoreMetrics(self.registry)
         self.control.bus.subscribe(
             lambda e: self.version_state.labels(e.id.name, str(e.id.version)).set(int(e.state)))
         self._workers: dict[int, _Worker] = {}
