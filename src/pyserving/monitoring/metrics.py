@@ -28,7 +28,7 @@ Two families share one registry (see `exporter.py` for the text format):
   {model, result}`, `pyserving_model_store_list_seconds {model}`,
   `pyserving_model_store_downloads_total {model, result}`, `pyserving_model_store_download_bytes_total
   {model}`, `pyserving_model_store_download_files_total {model}`,
-  `pyserving_model_store_download_seconds {model}`; `result` is `ok` or the canonical code.
+  `pyserving_model_store_download_seconds {model}`; `result` is the canonical code (`OK` or the failure's).
 
 Model labels of request metrics (TF Serving's `model_name` and our `model`, in flight
 included) name only models the server knows: configured (`bind_configured`) or ever seen
@@ -267,7 +267,7 @@ class StoreMetrics:
 
     @staticmethod
     def _result(error: ServingError | None) -> str:
-        return "ok" if error is None else error.code.name
+        return "OK" if error is None else error.code.name
 
     def store_listed(self, model: str, seconds: float, error: ServingError | None) -> None:
         self.lists.labels(model, self._result(error)).inc()

@@ -385,7 +385,7 @@ class RemoteBasePath:
             raise error from None
         seconds = time.monotonic() - started
         self._observer.store_downloaded(self.name, len(listing.files), listing.size, seconds, None)
-        log.info("Copied version %d of model %s from %s: %d file(s), %d bytes in %.2f s", version, self.name,
+        log.info("Copied version %d of model %s from %s: %d file(s), %d bytes in %.3f s", version, self.name,
                  self.url, len(listing.files), listing.size, seconds)
 
     def _ensure(self, version: int, listing: VersionListing) -> str:
