@@ -314,3 +314,14 @@ def test_a_wrong_azure_key_is_permission_denied_without_the_key(azurite_store):
     with pytest.raises(PermissionError) as read:
         stores.read_text(url, env=env)
     assert wrong_key not in str(read.value)
+
+
+# -- the fixtures themselves ----------------------------------------------------------------
+@pytest.mark.parametrize("in_ci, outcome", [(False, pytest.skip.Exception), (True, pytest.fail.Exception)])
+def test_a_missing_store_server_skips_but_fails_in_ci(monkeypatch, tmp_path, in_ci, outcome):
+    monkeypatch.setattr(object_stores, "NODE_BIN", tmp_path)
+    monkeypatch.setattr(object_stores, "IN_CI", in_ci)
+    with pytest.raises(outcome) as caught:
+        object_stores.started("s3rver", tmp_path)
+    message = str(caught.value)
+    assert "s3rver not found" in message and "scripts/setup dev" in message and "\n" not in message
