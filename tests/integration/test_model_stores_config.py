@@ -111,3 +111,33 @@ def test_a_missing_remote_batching_file_fails_startup(moto_store, bucket, env, t
     assert code != 0
     assert f"Cannot read batching parameters file {url}: No such file or directory" in out
     assert SECRET not in out
+
+
+def test_every_config_file_reader_reads_a_store(monkeypatch, moto_store, bucket, env):
+    from pyserving.api.grpc.server import load_ssl_credentials
+    from pyserving.batching.options import read_batching_parameters_file
+    from pyserving.errors import StartupError
+    from pyserving.model_server import _session_config
+    from pyserving.monitoring.exporter import read_monitoring_config
+    from pyserving.options import ServerOptions
+    from pyserving.server.model_config import read_config_file
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    files = {
+        "models": 'model_config_list { config { name: "m" base_path: "/models/m" } }',
+        "monitoring": 'prometheus_config { enable: true path: "/metrics" }',
+        "batching": "max_batch_size { value: 7 } num_batch_threads { value: 2 }",
+        "ssl": 'custom_ca: "ca"',  # read and parsed, then refused for its missing key pair
+        "session": "intra_op_parallelism_threads: 3",
+    }
+    url = {name: moto_store.url(bucket, "readers", f"{name}.config") for name in files}
+    for name, text in files.items():
+        moto_store.write(url[name], text)
+
+    assert read_config_file(url["models"]).model_config_list.config[0].name == "m"
+    assert read_monitoring_config(url["monitoring"]).path == "/metrics"
+    assert read_batching_parameters_file(url["batching"]).max_batch_size == 7
+    with pytest.raises(StartupError, match="must set server_key and server_cert"):
+        load_ssl_credentials(url["ssl"])
+    assert _session_config(ServerOptions(tensorflow_session_config_file=url["session"])).intra_op_parallelism_threads == 3
