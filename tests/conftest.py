@@ -1,12 +1,14 @@
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import object_stores  # noqa: E402
 from support import SHARED, TFSERVING_TESTDATA, shared_skip_reason  # noqa: E402
 
 
@@ -52,3 +54,41 @@ def model_zoo(tmp_path_factory) -> Path:
             continue
         make(root / name, 1)
     return root
+
+
+def _store(kind: str, tmp_path_factory) -> Iterator[object_stores.ObjectStore]:
+    store = object_stores.started(kind, tmp_path_factory.mktemp(f"store-{kind}"))
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_store(tmp_path_factory) -> Iterator[object_stores.ObjectStore]:
+    """moto's S3 server on loopback, for the session (in memory: a restart loses all)."""
+    yield from _store("moto", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def s3rver_store(tmp_path_factory) -> Iterator[object_stores.ObjectStore]:
+    """s3rver (S3, from npm) on loopback, for the session; credentials S3RVER / S3RVER."""
+    yield from _store("s3rver", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gcs_store(tmp_path_factory) -> Iterator[object_stores.ObjectStore]:
+    """gcp-storage-emulator (GCS) on loopback, for the session."""
+    yield from _store("gcs", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def azurite_store(tmp_path_factory) -> Iterator[object_stores.ObjectStore]:
+    """Azurite's Blob service (Azure) on loopback, for the session."""
+    yield from _store("azurite", tmp_path_factory)
+
+
+@pytest.fixture(params=list(object_stores.STORES))
+def any_store(request) -> object_stores.ObjectStore:
+    """Each of the four stores in turn (see tests/object_stores.py)."""
+    return request.getfixturevalue(f"{request.param}_store")

@@ -50,14 +50,17 @@ from pyserving.server.budget import MemoryBudget
 from pyserving.server.model_config import (
     ConfigParseError,
     ModelConfig,
-    read_config_file,
+    parse_config_text,
+    read_config_file_text,
     single_model_config,
     to_model_configs,
 )
 from pyserving.server.prediction_service import PredictionService
 from pyserving.server.server_core import CoreOptions, ServerCore
+from pyserving.sources import stores
 
-__all__ = ["Server", "Supervision", "READY_MESSAGE", "listening_summary", "build_model_configs", "poll_config_file"]
+__all__ = ["Server", "Supervision", "READY_MESSAGE", "listening_summary", "build_model_configs",
+           "initial_model_configs", "poll_config_file"]
 
 log = logging.getLogger("pyserving")
 
@@ -124,9 +127,18 @@ def _freeze_after_load(event: ServableState) -> None:
 
 
 def build_model_configs(options: ServerOptions) -> list[ModelConfig]:
+    return initial_model_configs(options)[0]
+
+
+def initial_model_configs(options: ServerOptions) -> tuple[list[ModelConfig], str | None]:
+    """The models to serve first, and the text of --model_config_file they come from (None
+    without one): the config file poll applies what differs from that text, so an edit made
+    while the first models load is not missed."""
+    text = None
     if options.model_config_file:
         try:
-            config = read_config_file(options.model_config_file)
+            text = read_config_file_text(options.model_config_file)
+            config = parse_config_text(text)
         except ConfigParseError as exc:
             raise StartupError(str(exc)) from None
     else:
@@ -140,7 +152,7 @@ def build_model_configs(options: ServerOptions) -> list[ModelConfig]:
             log.warning("--model_base_path is relative; serving %s", base_path)
         config = single_model_config(options.model_name, base_path)
     try:
-        return to_model_configs(config)
+        return to_model_configs(config), text
     except ServingError as err:
         raise StartupError(f"Failed to start server. Error: {err}") from None
 
@@ -163,9 +175,8 @@ def _session_config(options: ServerOptions) -> Any:
     config = config_pb2.ConfigProto()
     if options.tensorflow_session_config_file:
         try:
-            with open(options.tensorflow_session_config_file, encoding="utf-8") as f:
-                text_format.Parse(f.read(), config)
-        except (OSError, text_format.ParseError) as exc:
+            text_format.Parse(stores.read_text(options.tensorflow_session_config_file), config)
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
             raise StartupError(f"Error parsing text-format tensorflow.ConfigProto: {exc}") from None
     if options.tensorflow_session_parallelism > 0:
         config.intra_op_parallelism_threads = options.tensorflow_session_parallelism
@@ -179,22 +190,26 @@ def _session_config(options: ServerOptions) -> Any:
     return config
 
 
+async def _read_config_text(path: str) -> str | None:
+    """The model config file's text, read off the loop (it may be in a model store); None,
+    logged, when it cannot be read."""
+    try:
+        return await asyncio.to_thread(stores.read_text, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("Cannot read model config file %s: %s; keeping the current config", path, exc)
+        return None
+
+
 async def poll_config_file(control: Any, path: str, every: float, last_text: str | None) -> None:
-    """Apply `path` to `control` (a `ModelControl`) whenever its text changes."""
+    """Apply `path` (local or in a model store) to `control` (a `ModelControl`) whenever its
+    text changes. `last_text`: the text in force, None if unknown (the next read applies)."""
     while True:
         await asyncio.sleep(every)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            log.error("Cannot read model config file %s: %s; keeping the current config", path, exc)
-            continue
-        if text == last_text:
+        text = await _read_config_text(path)
+        if text is None or text == last_text:
             continue
         last_text = text
         try:
-            from pyserving.server.model_config import parse_config_text
-
             config = parse_config_text(text)
             if config.WhichOneof("config") is None:  # an emptied file, a half-written ConfigMap
                 raise ServingError(Code.FAILED_PRECONDITION, "Cannot transition to requested config. It is only "
@@ -287,8 +302,11 @@ class Server:
             batching_config = batching_config_from_server_options(options)
         except BatchingConfigError as exc:
             raise StartupError(str(exc)) from None
-        self.models: list[ModelConfig] = (
-            build_model_configs(options) if supervisor is None else supervisor.initial_models)
+        self.models: list[ModelConfig]
+        if supervisor is None:
+            self.models, self._config_text = initial_model_configs(options)
+        else:  # the supervisor polls the config file
+            self.models, self._config_text = supervisor.initial_models, None
         loader_options = _loader_options(options)
         self.metrics = ServingMetrics(CollectorRegistry(auto_describe=False))
         # warmup metrics (TF Serving's model_warmup_latency / _records_read); read at each load
@@ -408,10 +426,8 @@ class Server:
         gc.freeze()
         options = self.options
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0 and self.supervisor is None:
-            with open(options.model_config_file, encoding="utf-8") as f:
-                first_text = f.read()
             self._tasks.append(asyncio.create_task(poll_config_file(
-                self.core, options.model_config_file, options.model_config_file_poll_wait_seconds, first_text),
+                self.core, options.model_config_file, options.model_config_file_poll_wait_seconds, self._config_text),
                 name="config-poll"))
 
     def request_stop(self, *, drain: bool = True) -> None:

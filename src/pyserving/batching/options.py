@@ -38,6 +38,7 @@ from google.protobuf import text_format
 
 from pyserving.errors import Code, ServingError
 from pyserving.protos.config_protos import BatchingParameters, parse_text
+from pyserving.sources import stores
 
 __all__ = [
     "BatchingOptions",
@@ -226,10 +227,10 @@ def parse_batching_parameters(text: str, *, source: str = "batching parameters",
 
 def read_batching_parameters_file(path: str, *, default_timeout_micros: int | None = None
                                   ) -> BatchingOptions:
-    """`parse_batching_parameters` of a file; INVALID_ARGUMENT if it cannot be read."""
+    """`parse_batching_parameters` of a file (local or in a model store); INVALID_ARGUMENT if
+    it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = stores.read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise _invalid(f"Cannot read batching parameters file {path}: {exc}") from None
     return parse_batching_parameters(text, source=path,

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 from google.protobuf import text_format
 
 from pyserving.protos.config_protos import MonitoringConfig, parse_text
+from pyserving.sources import stores
 
 __all__ = ["DEFAULT_PATH", "PrometheusSettings", "MonitoringConfigError", "read_monitoring_config",
            "render", "PrometheusExporter", "CONTENT_TYPE"]
@@ -47,10 +48,10 @@ class PrometheusSettings:
 
 
 def read_monitoring_config(path: str) -> PrometheusSettings:
-    """Parse a text-format `MonitoringConfig` file; raises `MonitoringConfigError`."""
+    """Parse a text-format `MonitoringConfig` file (local or in a model store); raises
+    `MonitoringConfigError`."""
     try:
-        with open(path, encoding="utf-8") as f:
-            config = parse_text(MonitoringConfig, f.read())
+        config = parse_text(MonitoringConfig, stores.read_text(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise MonitoringConfigError(f"Cannot read monitoring config file {path}: {exc}") from None
     except text_format.ParseError as exc:

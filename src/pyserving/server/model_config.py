@@ -10,9 +10,10 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from pyserving.errors import Code, ServingError
 from pyserving.platforms import is_known_platform
+from pyserving.sources import stores
 from pyserving.sources.version_policy import VersionPolicy, policy_from_proto
 
-__all__ = ["ConfigParseError", "ModelConfig", "parse_config_text", "read_config_file",
+__all__ = ["ConfigParseError", "ModelConfig", "parse_config_text", "read_config_file", "read_config_file_text",
            "single_model_config", "to_model_configs"]
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
@@ -42,13 +43,17 @@ def parse_config_text(text: str) -> "model_server_config_pb2.ModelServerConfig":
     return config
 
 
-def read_config_file(path: str) -> "model_server_config_pb2.ModelServerConfig":
+def read_config_file_text(path: str) -> str:
+    """The text of the file at `path`, local or in a model store (see sources/stores.py);
+    ConfigParseError when it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        return stores.read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigParseError(f"Cannot read model config file {path}: {exc}") from None
-    return parse_config_text(text)
+
+
+def read_config_file(path: str) -> "model_server_config_pb2.ModelServerConfig":
+    return parse_config_text(read_config_file_text(path))
 
 
 def single_model_config(name: str, base_path: str) -> "model_server_config_pb2.ModelServerConfig":

@@ -180,7 +180,7 @@ def _rss_bytes(pid: int) -> int:
 
 class Supervisor:
     def __init__(self, options: ServerOptions, count: int) -> None:
-        from pyserving.model_server import build_model_configs
+        from pyserving.model_server import initial_model_configs
 
         if options.port == 0 and not options.grpc_socket_path and not options.rest_api_port:
             raise StartupError(
@@ -192,7 +192,7 @@ class Supervisor:
         self.options = options
         self.count = count
         self.worker_options = _worker_options(options, count)
-        self.models = build_model_configs(options)
+        self.models, self.config_text = initial_model_configs(options)
         self.metrics_path = self._metrics_path()
         self.control = ClusterControl(self)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -508,10 +508,8 @@ class Supervisor:
                 self.schedule_view()
                 log.info("%s (%s); %d workers", READY_MESSAGE, ", ".join(sorted(self.control.models)), self.count)
                 if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-                    with open(options.model_config_file, encoding="utf-8") as f:
-                        first_text = f.read()
                     self._spawn_task(poll_config_file(self.control, options.model_config_file,
-                                                      options.model_config_file_poll_wait_seconds, first_text),
+                                                      options.model_config_file_poll_wait_seconds, self.config_text),
                                      "config-poll")
                 self._spawn_task(self._replace_loop(), "replace")
                 if options.worker_max_rss_mb > 0:

@@ -57,6 +57,7 @@ from pyserving.errors import StartupError
 from pyserving.options import ServerOptions
 from pyserving.protos.config_protos import SSLConfig, parse_text
 from pyserving.server.prediction_service import PredictionService
+from pyserving.sources import stores
 
 __all__ = ["GrpcFrontEnd", "parse_channel_arguments", "load_ssl_credentials", "HEALTH_SERVICE_NAMES"]
 
@@ -92,10 +93,10 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
 
 
 def load_ssl_credentials(path: str) -> grpc.ServerCredentials:
-    """Server credentials from a text-format `SSLConfig`; StartupError when unusable."""
+    """Server credentials from a text-format `SSLConfig` (local or in a model store);
+    StartupError when unusable."""
     try:
-        with open(path, encoding="utf-8") as f:
-            config = parse_text(SSLConfig, f.read())
+        config = parse_text(SSLConfig, stores.read_text(path))
     except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
         raise StartupError(f"Failed to start server. Error: invalid --ssl_config_file {path}: {exc}") from None
     if not config.server_key or not config.server_cert:
@@ -180,7 +181,9 @@ class GrpcFrontEnd:
         socket_path = options.grpc_socket_path
         if not options.port and not socket_path:
             return None
-        credentials = load_ssl_credentials(options.ssl_config_file) if options.ssl_config_file else None
+        credentials = None
+        if options.ssl_config_file:  # off the loop: the file may be in a model store
+            credentials = await asyncio.to_thread(load_ssl_credentials, options.ssl_config_file)
         args: dict[str, int | str] = {
             "grpc.max_send_message_length": INT32_MAX,
             "grpc.max_receive_message_length": INT32_MAX,
