@@ -236,3 +236,77 @@ def test_workers_share_one_copy_made_by_the_supervisor(moto_store, exports, tmp_
         wait_for(lambda: available(server, 2), what="version 2")
         assert server.output.count("Copied version 2 of model hpt") == 1
         assert sorted(p.name for p in cache.glob("hpt-*/*")) == ["2", "2.listing.json"]
+
+
+class Blackhole:
+    """A TCP relay to a store that can turn silent: connections stay open, no byte moves
+    either way (a store or network that hangs instead of refusing)."""
+
+    def __init__(self, target_port):
+        import socket
+        self.target = ("127.0.0.1", target_port)
+        self.silent = threading.Event()
+        self.swallowed = threading.Event()  # a request came while silent
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _pipe(self, source, sink):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.silent.is_set():
+                self.swallowed.set()
+                continue  # swallowed: the other side waits for an answer that never comes
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+        for s in self._sockets:
+            s.close()
+
+
+def test_sigterm_while_a_poll_waits_on_a_silent_store_exits_at_once(moto_store, exports):
+    store, bucket = moto_store, "silent"
+    store.make_bucket(bucket)
+    store.upload_dir(exports / "1", store.url(bucket, "models", "hpt", "1"))
+    relay = Blackhole(int(store.env["S3_ENDPOINT"].rsplit(":", 1)[1]))
+    try:
+        server = serve(store, store.url(bucket, "models", "hpt"),
+                       env={"S3_ENDPOINT": f"127.0.0.1:{relay.port}"}).start()
+        assert predict(server) == 1.5
+        relay.silent.set()
+        mark = len(server.lines)
+        assert relay.swallowed.wait(30)  # a poll now waits on the store (60 s read timeout, retried)
+        assert predict(server) == 1.5
+        server.proc.send_signal(15)
+        started = time.monotonic()
+        assert server.wait_exit(120) == 0
+        # Exit waits for the drain (no request in flight) and not for the poll: a minute at least.
+        assert time.monotonic() - started < 30, server.lines[mark:]
+    finally:
+        relay.close()

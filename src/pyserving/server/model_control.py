@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from pyserving.core.event_bus import EventBus
 from pyserving.core.servable_handle import ServableRequest
@@ -50,6 +51,35 @@ def pick_status(name: str, version: int | None, table: list[VersionStatus]) -> l
     if not found:
         raise ServingError(Code.NOT_FOUND, f"Could not find version {version} of model {name}")
     return found
+
+
+async def _in_daemon_thread(fn: Callable[[], None]) -> None:
+    """`fn()` on a thread of its own that the interpreter does not wait for at exit: a poll
+    of a store that does not answer (an SDK retrying for minutes) never delays a shutdown,
+    as one on the loop's executor would (its threads are joined before the loop closes)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the awaiting task
+            error: BaseException | None = exc
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="poll", daemon=True).start()
+    await done
 
 
 class ModelControl:
@@ -132,7 +162,7 @@ class ModelControl:
 
     async def poll_now(self) -> None:
         async with self._poll_lock:
-            await asyncio.to_thread(self.source.poll_once)
+            await _in_daemon_thread(self.source.poll_once)
 
     async def _poll_loop(self) -> None:
         wait = self.poll_wait_seconds
