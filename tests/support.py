@@ -179,6 +179,18 @@ class ServerProcess:
             self.stop()
 
 
+def run_to_exit(*args: str, env: dict | None = None, timeout: float = 120) -> tuple[int, str]:
+    """Start a server expected to end by itself (a failed start): (exit status, output)."""
+    server = ServerProcess(*args, grpc=False, env=env).launch()
+    try:
+        code = server.wait_exit(timeout)
+    finally:
+        if server.proc.poll() is None:  # a hung server must not outlive its test
+            server.proc.kill()
+            server.proc.wait()
+    return code, server.output
+
+
 # A metric name in a PromQL expression (dashboards and alert rules).
 METRIC = re.compile(r"(:tensorflow:[a-z_:]+|pyserving_[a-z_]+)")
 

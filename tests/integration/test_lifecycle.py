@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import modelgen
-from support import READY, ServerProcess
+from support import READY, ServerProcess, run_to_exit
 
 FAST_RETRIES = ("--max_num_load_retries=1", "--load_retry_interval_micros=10000")
 
@@ -177,19 +177,8 @@ def test_missing_base_path_while_serving_is_reported_and_isolated(tmp_path, vers
 
 # -- startup ---------------------------------------------------------------------------------
 
-def _run_to_exit(*args: str, timeout: float = 120) -> tuple[int, str]:
-    server = ServerProcess(*args, grpc=False).launch()
-    try:
-        code = server.wait_exit(timeout)
-    finally:
-        if server.proc.poll() is None:  # a hung server must not outlive its test
-            server.proc.kill()
-            server.proc.wait()
-    return code, server.output
-
-
 def test_malformed_config_file_exits_at_once(testdata):
-    code, out = _run_to_exit(f"--model_config_file={testdata / 'bad_model_config.txt'}")
+    code, out = run_to_exit(f"--model_config_file={testdata / 'bad_model_config.txt'}")
     assert code != 0
     assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in out
 
@@ -201,7 +190,7 @@ def test_initial_model_that_cannot_load_fails_startup(tmp_path, case):
         base.mkdir()
     elif case == "broken":
         modelgen.make_broken_version(base, 1)
-    code, out = _run_to_exit("--model_name=m", f"--model_base_path={base}", *FAST_RETRIES)
+    code, out = run_to_exit("--model_name=m", f"--model_base_path={base}", *FAST_RETRIES)
     assert code != 0
     assert "Failed to start server" in out
     if case == "missing":
@@ -211,7 +200,7 @@ def test_initial_model_that_cannot_load_fails_startup(tmp_path, case):
 
 
 def test_tf_servings_bad_export_fails_startup(each_testdata):
-    code, out = _run_to_exit("--model_name=bad", f"--model_base_path={each_testdata / 'bad_half_plus_two'}",
+    code, out = run_to_exit("--model_name=bad", f"--model_base_path={each_testdata / 'bad_half_plus_two'}",
                              *FAST_RETRIES)
     assert code != 0 and "Failed to start server" in out
     assert "Could not find SavedModel .pb or .pbtxt" in out
@@ -293,7 +282,7 @@ def test_a_load_stuck_on_io_fails_after_the_load_timeout(tmp_path):
     for data in (tmp_path / "m" / "1" / "variables").glob("variables.data-*"):
         data.unlink()
         os.mkfifo(data)
-    code, out = _run_to_exit("--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--load_timeout_seconds=1",
+    code, out = run_to_exit("--model_name=m", f"--model_base_path={tmp_path / 'm'}", "--load_timeout_seconds=1",
                              timeout=30)
     assert code != 0
     assert "Failed to start server" in out and "Loading did not finish within 1 s" in out
@@ -344,7 +333,7 @@ def test_labels_to_unavailable_versions_need_the_flag(tmp_path, testdata, allow)
     }}""")
     args = [f"--model_config_file={config}"] + (["--allow_version_labels_for_unavailable_models"] if allow else [])
     if not allow:
-        code, out = _run_to_exit(*args)
+        code, out = run_to_exit(*args)
         assert code != 0
         assert "Request to assign label to version 123 of model m, which is not currently available" in out
         return

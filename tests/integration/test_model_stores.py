@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from modelgen import make_half_plus_two
-from support import ServerProcess
+from support import ServerProcess, free_port, run_to_exit
 
 pytestmark = pytest.mark.slow
 
@@ -197,13 +197,12 @@ def test_wrong_credentials_at_start_fail_with_the_stores_message_and_no_secret(s
     store = s3rver_store
     store.make_bucket("creds")
     secret = "not-the-secret-4a5b6c7d"
-    server = serve(store, store.url("creds", "models", "hpt"),
-                   env={"AWS_ACCESS_KEY_ID": "WRONGKEY", "AWS_SECRET_ACCESS_KEY": secret})
-    server.launch()
-    assert server.wait_exit(120) != 0
-    assert "Failed to start server" in server.output
-    assert "Access Key Id you provided does not exist" in server.output
-    assert secret not in server.output
+    code, output = run_to_exit("--model_name=hpt", f"--model_base_path={store.url('creds', 'models', 'hpt')}",
+                               env={**store.env, "AWS_ACCESS_KEY_ID": "WRONGKEY", "AWS_SECRET_ACCESS_KEY": secret})
+    assert code != 0
+    assert "Failed to start server" in output
+    assert "Access Key Id you provided does not exist" in output
+    assert secret not in output
 
 
 @pytest.mark.parametrize("what", ["missing bucket", "empty prefix", "unreachable endpoint"])
@@ -216,13 +215,11 @@ def test_a_base_path_that_cannot_be_served_at_start_fails_the_start(what, moto_s
         store.make_bucket("empty")
         url, expected = store.url("empty", "models", "hpt"), "No versions of servable hpt found under base path"
     else:
-        from support import free_port
         url, expected = store.url("any", "models", "hpt"), "Could not connect to the endpoint URL"
         env = {"S3_ENDPOINT": f"127.0.0.1:{free_port()}"}
-    server = serve(store, url, env=env)
-    server.launch()
-    assert server.wait_exit(120) != 0
-    assert "Failed to start server" in server.output and expected in server.output
+    code, output = run_to_exit("--model_name=hpt", f"--model_base_path={url}", env={**store.env, **env})
+    assert code != 0
+    assert "Failed to start server" in output and expected in output
 
 
 def test_workers_share_one_copy_made_by_the_supervisor(moto_store, exports, tmp_path):
@@ -310,3 +307,29 @@ def test_sigterm_while_a_poll_waits_on_a_silent_store_exits_at_once(moto_store, 
         assert time.monotonic() - started < 30, server.lines[mark:]
     finally:
         relay.close()
+
+
+def test_a_version_waits_for_its_multipart_upload_in_progress(moto_store, exports):
+    """A big file uploads in parts and is invisible until complete: the version is not
+    copied while an upload under it is in progress, however long it takes."""
+    import boto3
+
+    store, bucket = moto_store, "multipart"
+    store.make_bucket(bucket)
+    store.upload_dir(exports / "1", store.url(bucket, "models", "hpt", "1"))
+    with serve(store, store.url(bucket, "models", "hpt")) as server:
+        s3 = boto3.client("s3", endpoint_url="http://" + store.env["S3_ENDPOINT"], region_name="us-east-1",
+                          aws_access_key_id=store.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=store.env["AWS_SECRET_ACCESS_KEY"])
+        # All of version 2 is there and looks whole, but for an asset still uploading.
+        key = "models/hpt/2/assets/large_vocabulary.txt"
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"token\n" * 1000)
+        store.upload_dir(exports / "2", store.url(bucket, "models", "hpt", "2"))
+        mark = len(server.lines)
+        server.wait_for_log("still changing", start=mark)
+        server.wait_for_log("still changing", start=server.wait_for_log("still changing", start=mark) + 1)
+        assert "Copied version 2" not in server.output and gone(server, 2)
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+        wait_for(lambda: available(server, 2), what="version 2 once its upload completed")

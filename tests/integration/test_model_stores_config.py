@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from support import ServerProcess
+from support import ServerProcess, run_to_exit
 
 METRICS_PATH = "/monitoring/prometheus/metrics"
 # Given to the server as its AWS secret (moto accepts any): the output must never show it.
@@ -77,20 +77,9 @@ def test_an_unreadable_remote_config_keeps_the_current_one(served, moto_store, b
     assert served.post("/v1/models/two:predict", json={"instances": [1.0]}).status_code == 200
 
 
-def _run_to_exit(*args: str, env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
-    server = ServerProcess(*args, grpc=False, env=env).launch()
-    try:
-        code = server.wait_exit(timeout)
-    finally:
-        if server.proc.poll() is None:  # a hung server must not outlive its test
-            server.proc.kill()
-            server.proc.wait()
-    return code, server.output
-
-
 def test_a_missing_remote_config_fails_startup(moto_store, bucket, env):
     url = moto_store.url(bucket, "absent.config")
-    code, out = _run_to_exit(f"--model_config_file={url}", env=env)
+    code, out = run_to_exit(f"--model_config_file={url}", env=env)
     assert code != 0
     assert f"Cannot read model config file {url}: No such file or directory" in out
     assert SECRET not in out
@@ -98,7 +87,7 @@ def test_a_missing_remote_config_fails_startup(moto_store, bucket, env):
 
 def test_a_missing_bucket_fails_startup(moto_store, env):
     url = moto_store.url("no-such-bucket-for-configs", "models.config")
-    code, out = _run_to_exit(f"--model_config_file={url}", env=env)
+    code, out = run_to_exit(f"--model_config_file={url}", env=env)
     assert code != 0
     assert f"Cannot read model config file {url}: The specified bucket does not exist" in out
     assert SECRET not in out
@@ -106,7 +95,7 @@ def test_a_missing_bucket_fails_startup(moto_store, env):
 
 def test_a_missing_remote_batching_file_fails_startup(moto_store, bucket, env, testdata):
     url = moto_store.url(bucket, "batching.config")
-    code, out = _run_to_exit("--enable_batching", f"--batching_parameters_file={url}", "--model_name=two",
+    code, out = run_to_exit("--enable_batching", f"--batching_parameters_file={url}", "--model_name=two",
                              f"--model_base_path={testdata / 'saved_model_half_plus_two_cpu'}", env=env)
     assert code != 0
     assert f"Cannot read batching parameters file {url}: No such file or directory" in out

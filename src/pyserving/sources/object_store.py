@@ -7,9 +7,12 @@ looks like is guarded against by the listing itself:
 
 * **Stable listings.** Each poll lists the base path once (one paginated, recursive list).
   A version is a candidate only when its listing (names, sizes, ETags) is the same as in
-  the previous poll; a model's first poll lists twice, `settle_seconds` apart, so that a
-  server starts without waiting a whole poll interval. A version still changing is as if
-  not there yet.
+  the previous poll, and it looks whole: a `saved_model.pb` (`.pbtxt`) or `model.tflite`,
+  and, once any variables file is listed, the checkpoint index with every data shard. On
+  S3, a version with a multipart upload in progress (a big file, invisible until complete)
+  waits too. A model's first poll lists twice, `settle_seconds` apart, so that a server
+  starts without waiting a whole poll interval. A version still changing is as if not
+  there yet.
 * **Snapshots.** A selected version is copied into the cache (`ModelCache`): into a
   private temporary folder first, checked against the listing's sizes, then renamed into
   place, so a copy that fails or is interrupted leaves nothing behind. The manager loads
@@ -151,6 +154,24 @@ def _tag(info: dict[str, Any]) -> str:
 def _safe_relative(path: str) -> bool:
     parts = path.split("/")
     return bool(path) and all(p not in ("", ".", "..") for p in parts) and "\\" not in path and "\0" not in path
+
+
+_SHARD = re.compile(r"variables/variables\.data-(\d+)-of-(\d+)$")
+
+
+def _complete(listing: VersionListing) -> bool:
+    """Whether the files look like a whole model: its graph or TFLite file, and, once any
+    variables file is there, the checkpoint index and every data shard it is split into."""
+    names = {f.path for f in listing.files}
+    if not names & {"saved_model.pb", "saved_model.pbtxt", "model.tflite"}:
+        return False
+    shards = [m for m in map(_SHARD.match, names) if m is not None]
+    if not shards and "variables/variables.index" not in names:
+        return True
+    if "variables/variables.index" not in names or not shards:
+        return False
+    count = int(shards[0].group(2))
+    return {int(m.group(1)) for m in shards if int(m.group(2)) == count} == set(range(count))
 
 
 class ModelCache:
@@ -320,10 +341,34 @@ class RemoteBasePath:
                 raise ServingError(Code.CANCELLED, "The server is stopping")
             previous, now = now, self._list()
         self._previous = now
-        stable = {v: listing for v, listing in now.items() if previous.get(v) == listing}
+        stable = {v: listing for v, listing in now.items() if previous.get(v) == listing and _complete(listing)}
+        if any(v not in self._copied for v in stable):
+            for version in self._uploads_in_progress():
+                stable.pop(version, None)
         stable.update({v: listing for v, listing in self._copied.items() if v in now})
         self.changing = sorted(v for v in now if v not in stable)
         return stable
+
+    def _uploads_in_progress(self) -> set[int]:
+        """Versions with an S3 multipart upload in progress: a big object the listing cannot
+        show before it is complete (the SDKs upload anything over 8 MB that way). One call,
+        made only when a version is about to be copied; other stores have no such listing."""
+        call = getattr(self._fs, "call_s3", None)
+        if call is None:
+            return set()
+        bucket, _, key = self._root.partition("/")
+        prefix = key + "/" if key else ""
+        try:
+            answer = call("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
+        except Exception as exc:  # a store without the call: the listings alone decide
+            log.debug("Cannot list the uploads in progress under %s: %s", self.url, exc)
+            return set()
+        versions = set()
+        for upload in answer.get("Uploads") or []:
+            version = parse_version(str(upload.get("Key", ""))[len(prefix):].partition("/")[0])
+            if version is not None:
+                versions.add(version)
+        return versions
 
     # -- copies -------------------------------------------------------------------------------
     def _model_dir(self) -> Path:

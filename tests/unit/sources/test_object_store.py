@@ -66,7 +66,8 @@ def cached(cache):
 
 
 def test_a_version_is_copied_once_two_listings_agree_and_served_from_the_copy(store, tmp_path):
-    put(store, 1, {"saved_model.pb": b"graph", "variables/variables.index": b"ix"})
+    put(store, 1, {"saved_model.pb": b"graph", "variables/variables.index": b"ix",
+                   "variables/variables.data-00000-of-00001": b"data"})
     cache = ModelCache(str(tmp_path / "cache"))
     remote = make(store, cache)
     stable = remote.stable_versions()  # first poll: two listings, settle_seconds apart
@@ -86,15 +87,18 @@ def test_an_upload_in_progress_is_not_a_version_until_it_stops_changing(store, t
     put(store, 2, {"saved_model.pb": b"two"})
     assert list(remote.stable_versions()) == [1]
     assert remote.changing == [2]
-    put(store, 2, {"variables/variables.data-00000-of-00001": b"x" * 100})
+    put(store, 2, {"variables/variables.data-00000-of-00002": b"x" * 100})
     assert list(remote.stable_versions()) == [1]  # changed again
+    assert list(remote.stable_versions()) == [1]  # unchanged, but the checkpoint is not whole
+    put(store, 2, {"variables/variables.index": b"ix", "variables/variables.data-00001-of-00002": b"y"})
+    assert list(remote.stable_versions()) == [1]
     assert sorted(remote.stable_versions()) == [1, 2]  # unchanged since the last poll
     assert remote.changing == []
 
 
 def test_a_removed_version_is_unaspired_and_its_copy_deleted(store, tmp_path):
-    put(store, 1, {"a": b"1"})
-    put(store, 2, {"a": b"2"})
+    put(store, 1, {"saved_model.pb": b"1"})
+    put(store, 2, {"saved_model.pb": b"2"})
     cache = ModelCache(str(tmp_path))
     remote = make(store, cache)
     stable = remote.stable_versions()
@@ -109,11 +113,11 @@ def test_a_removed_version_is_unaspired_and_its_copy_deleted(store, tmp_path):
 
 def test_a_failing_copy_keeps_what_is_aspired_retries_then_gives_up_until_the_listing_changes(store, tmp_path):
     observer = Recorder()
-    put(store, 1, {"a": b"1"})
+    put(store, 1, {"saved_model.pb": b"1"})
     remote = make(store, ModelCache(str(tmp_path)), observer=observer)
     first, error = remote.aspire(remote.stable_versions())
     assert list(first) == [1] and error is None
-    put(store, 2, {"a": b"2"})
+    put(store, 2, {"saved_model.pb": b"2"})
     remote.stable_versions()
     store[0].failing = True
     for attempt in range(3):  # the first try and max_retries=2 more
@@ -129,14 +133,14 @@ def test_a_failing_copy_keeps_what_is_aspired_retries_then_gives_up_until_the_li
     assert [e for _, _, e in observer.downloads][-1].code == Code.UNAVAILABLE
     assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]  # no trace of the failures
     store[0].failing = False
-    put(store, 2, {"b": b"new file"})  # a new listing: tried again
+    put(store, 2, {"assets/vocab": b"new file"})  # a new listing: tried again
     remote.stable_versions()
     paths, error = remote.aspire({2: remote.stable_versions()[2]})
     assert list(paths) == [2] and error is None
 
 
 def test_retries_wait_for_the_retry_interval(store, tmp_path):
-    put(store, 1, {"a": b"1"})
+    put(store, 1, {"saved_model.pb": b"1"})
     settings = StoreSettings(settle_seconds=0, max_retries=5, retry_interval_seconds=3600)
     remote = make(store, ModelCache(str(tmp_path)), settings=settings)
     store[0].failing = True
@@ -147,7 +151,7 @@ def test_retries_wait_for_the_retry_interval(store, tmp_path):
 
 
 def test_a_copy_from_an_earlier_run_of_the_same_cache_is_reused(store, tmp_path):
-    put(store, 3, {"a": b"3"})
+    put(store, 3, {"saved_model.pb": b"3"})
     cache = ModelCache(str(tmp_path))
     make(store, cache).aspire({3: make(store, cache).stable_versions()[3]})
     cache.close()
@@ -180,14 +184,14 @@ def test_a_private_cache_is_removed_at_close():
 
 
 def test_an_object_name_that_leaves_its_folder_is_refused(store, tmp_path):
-    put(store, 1, {"a/../../../escape": b"x"})
+    put(store, 1, {"saved_model.pb": b"g", "a/../../../escape": b"x"})
     remote = make(store, ModelCache(str(tmp_path)), settings=StoreSettings(settle_seconds=0, max_retries=0))
     paths, error = remote.aspire(remote.stable_versions())
     assert paths == {} and error.code == Code.INVALID_ARGUMENT and "leaves its folder" in error.message
 
 
 def test_an_abort_stops_a_copy_and_leaves_nothing(store, tmp_path):
-    put(store, 1, {"a": b"x" * 1000})
+    put(store, 1, {"saved_model.pb": b"x" * 1000})
     abort = threading.Event()
     remote = make(store, ModelCache(str(tmp_path)), abort=abort)
     stable = remote.stable_versions()
@@ -195,3 +199,20 @@ def test_an_abort_stops_a_copy_and_leaves_nothing(store, tmp_path):
     paths, error = remote.aspire(stable)
     assert paths == {} and error is None
     assert not [p for p in tmp_path.rglob("*") if p.name not in (".lock",) and p.is_file()]
+
+
+@pytest.mark.parametrize("names, whole", [
+    (["saved_model.pb"], True),  # a graph without variables (TF1 constants)
+    (["saved_model.pbtxt", "assets/vocab.txt"], True),
+    (["model.tflite"], True),
+    (["variables/variables.index", "variables/variables.data-00000-of-00001"], False),  # no graph yet
+    (["saved_model.pb", "variables/variables.data-00000-of-00001"], False),  # no index yet
+    (["saved_model.pb", "variables/variables.index"], False),  # no data yet
+    (["saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00002"], False),
+    (["saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00002",
+      "variables/variables.data-00001-of-00002", "fingerprint.pb"], True),
+])
+def test_a_version_looks_whole_with_its_graph_and_a_complete_checkpoint(names, whole):
+    from pyserving.sources.object_store import RemoteFile, VersionListing, _complete
+
+    assert _complete(VersionListing("1", tuple(RemoteFile(n, 1, "") for n in names))) is whole
