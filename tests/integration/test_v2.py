@@ -616,3 +616,47 @@ def _fp32(name, value, module):
     tensor = module.InferInput(name, list(array.shape), "FP32")
     tensor.set_data_from_numpy(array)
     return tensor
+
+
+# -- batching: V2 requests join the same batches as V1 requests ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def batched(model_zoo, tmp_path_factory):
+    d = tmp_path_factory.mktemp("v2_batching")
+    (d / "batching.config").write_text(
+        "max_batch_size { value: 64 } batch_timeout_micros { value: 200000 } num_batch_threads { value: 1 }")
+    (d / "monitoring.config").write_text(MONITORING)
+    with ServerProcess("--model_name=simple", f"--model_base_path={model_zoo / 'simple'}", "--enable_batching",
+                       f"--batching_parameters_file={d / 'batching.config'}",
+                       f"--monitoring_config_file={d / 'monitoring.config'}") as s:
+        yield s
+
+
+def test_v1_and_v2_requests_are_batched_together(batched):
+    """Eight concurrent requests (V2 REST JSON and binary, V2 gRPC, V1 REST) within the 200 ms
+    batch timeout run as fewer batches than requests, each answer its own rows."""
+    async def main():
+        rest = httpclient_aio.InferenceServerClient(f"127.0.0.1:{batched.rest_port}")
+        grpc_aio = grpcclient_aio.InferenceServerClient(batched.grpc_target)
+        a = [np.full((1, 16), i, np.int32) for i in range(8)]
+        try:
+            calls = [rest.infer("simple", simple_inputs(httpclient_aio, a[i], binary=i % 2 == 0)) for i in range(4)]
+            calls += [grpc_aio.infer("simple", simple_inputs(grpcclient_aio, a[i])) for i in range(4, 7)]
+            calls.append(asyncio.to_thread(batched.post, "/v1/models/simple:predict", json={
+                "inputs": {"INPUT0": a[7].tolist(), "INPUT1": SIMPLE_B.tolist()}}))
+            return await asyncio.gather(*calls)
+        finally:
+            await rest.close()
+            await grpc_aio.close()
+
+    results = asyncio.run(main())
+    for i, result in enumerate(results[:7]):
+        assert np.array_equal(result.as_numpy("OUTPUT0"), np.full((1, 16), i + 1, np.int32)), i
+    assert results[7].json()["outputs"]["OUTPUT0"] == np.full((1, 16), 8).tolist()
+    page = batched.get("/monitoring/prometheus/metrics").text
+    count = next(float(line.split()[-1]) for line in page.splitlines()
+                 if line.startswith('pyserving_batch_size_count{model="simple"}'))
+    total = next(float(line.split()[-1]) for line in page.splitlines()
+                 if line.startswith('pyserving_batch_size_sum{model="simple"}'))
+    assert total == 8 and count < 8, (count, total)
