@@ -5,6 +5,10 @@
     python bench/loadgen.py http --target 127.0.0.1:8501 --path /v1/models/m:predict \
         --body body.json --concurrency 64 --procs 4 --duration 5
 
+``--method`` names another unary gRPC method (the Open Inference Protocol's
+``/inference.GRPCInferenceService/ModelInfer`` with a serialized `ModelInferRequest`);
+``--header 'Name: value'`` adds an HTTP header (and may replace the JSON content type).
+
 Each of ``--procs`` processes runs ``concurrency / procs`` callers; every caller sends the
 same pre-built request again as soon as its previous answer arrived (a closed loop, like
 wrk). gRPC requests are serialized `PredictRequest` bytes sent through a raw unary method
@@ -39,14 +43,14 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, end_at: float,
-                       timeout: float) -> tuple[list[float], int]:
+                       timeout: float, method: str = PREDICT_METHOD) -> tuple[list[float], int]:
     import grpc
 
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     latencies: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(target, options=options) as channel:
-        call = channel.unary_unary(PREDICT_METHOD)
+        call = channel.unary_unary(method)
         await call(body, timeout=timeout)  # connect + warm
 
         async def caller() -> None:
@@ -69,14 +73,14 @@ async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, 
 
 
 def _grpc_sequential(target: str, body: bytes, start_at: float, end_at: float,
-                     timeout: float) -> tuple[list[float], int]:
+                     timeout: float, method: str = PREDICT_METHOD) -> tuple[list[float], int]:
     import grpc
 
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     latencies: list[float] = []
     errors = 0
     with grpc.insecure_channel(target, options=options) as channel:
-        call = channel.unary_unary(PREDICT_METHOD)
+        call = channel.unary_unary(method)
         for _ in range(20):
             call(body, timeout=timeout)
         while time.time() < start_at:
@@ -125,11 +129,14 @@ async def _http_caller(host: str, port: int, request: bytes, start_at: float, en
 
 
 async def _http_worker(target: str, path: str, body: bytes, callers: int, start_at: float,
-                       end_at: float) -> tuple[list[float], int]:
+                       end_at: float, headers: tuple[str, ...] | list[str] = ()) -> tuple[list[float], int]:
     host, _, port = target.rpartition(":")
+    fields = {"content-type": "Content-Type: application/json"}
+    for header in headers:
+        fields[header.split(":", 1)[0].strip().lower()] = header
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {target}\r\n" + "".join(f"{h}\r\n" for h in fields.values())
+        + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
     errors = [0]
@@ -155,11 +162,12 @@ def _worker(args: argparse.Namespace, callers: int, start_at: float, end_at: flo
         pass
     if args.protocol == "grpc":
         if args.sequential:
-            result = _grpc_sequential(args.target, body, start_at, end_at, args.timeout)
+            result = _grpc_sequential(args.target, body, start_at, end_at, args.timeout, args.method)
         else:
-            result = asyncio.run(_grpc_worker(args.target, body, callers, start_at, end_at, args.timeout))
+            result = asyncio.run(_grpc_worker(args.target, body, callers, start_at, end_at, args.timeout,
+                                              args.method))
     else:
-        result = asyncio.run(_http_worker(args.target, args.path, body, callers, start_at, end_at))
+        result = asyncio.run(_http_worker(args.target, args.path, body, callers, start_at, end_at, args.header))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out.send((result[0], result[1], usage.ru_utime + usage.ru_stime))
     out.close()
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring starts")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--sequential", action="store_true")
+    ap.add_argument("--method", default=PREDICT_METHOD, help="the unary gRPC method to call")
+    ap.add_argument("--header", action="append", default=[], help="an HTTP header, 'Name: value'")
     args = ap.parse_args(argv)
     procs = 1 if args.sequential else max(1, min(args.procs, args.concurrency))
     start_at = time.time() + args.warmup + 0.5 + 0.3 * procs

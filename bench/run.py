@@ -23,7 +23,9 @@ What it does, in one run so that every number is a ratio measured side by side:
    and reports medians: sequential single-image latency (wrk with 1 connection for REST,
    one synchronous gRPC client), closed-loop throughput and p50/p99 at 16 and 64 clients
    (wrk for REST, `bench/loadgen.py` processes for gRPC), one 10,000-image request over
-   REST and gRPC. For concurrency runs it also reads the server's per-thread CPU time from
+   REST and gRPC; the Open Inference Protocol (V2) the same way for MNIST (REST JSON, REST
+   with binary tensor data, gRPC raw contents; sequential and 64 clients, batching off and
+   2 ms) and its 10,000-image request with binary data. For concurrency runs it also reads the server's per-thread CPU time from
    /proc, i.e. CPU microseconds per request on the event-loop thread versus the TensorFlow
    threads.
    The floor under the latency and throughput targets: `bench/floor_server.py` (the same
@@ -83,6 +85,12 @@ BATCHING_SERVERS = {"batching": 2000, "batching10": 10000}
 BIG_CALLS = 3
 SHOWN = {"pyserving": "pyserving", "batching": "pyserving+batching 2 ms",
          "batching10": "pyserving+batching 10 ms", "flask": "Flask"}
+
+
+# The Open Inference Protocol's (V2) routes for the MNIST model
+V2_PATH = "/v2/models/mnist/infer"
+V2_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+V2_ROUTES = {"v2json": "V2 REST JSON", "v2bin": "V2 REST binary", "v2grpc": "V2 gRPC"}
 
 
 def batching_parameters(timeout_micros: int) -> str:
@@ -291,10 +299,14 @@ def with_runtime(run: Callable[[], dict[str, float]], port: int, model: str) -> 
 
 
 def http_request(method: str, port: int, path: str, body: bytes | None = None,
-                 timeout: float = 600) -> tuple[int, bytes]:
+                 timeout: float = 600, header_length: int | None = None) -> tuple[int, bytes]:
+    """`header_length`: the body is a V2 request with binary data after that many bytes of JSON."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if header_length is not None:
+            headers = {"Content-Type": "application/octet-stream",
+                       "Inference-Header-Content-Length": str(header_length)}
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
@@ -313,12 +325,21 @@ def _wrk_ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
+def header_length(body: Path) -> int | None:
+    """The JSON length of a V2 binary-data body (beside it in `<body>.hlen`), else None."""
+    hlen = body.with_name(body.name + ".hlen")
+    return int(hlen.read_text()) if hlen.exists() else None
+
+
 def run_wrk(port: int, path: str, body: Path, conns: int, duration: float) -> dict[str, float]:
     seconds = max(1, round(duration))  # wrk takes whole seconds
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "60s",
            "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}{path}"]
-    done = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True,
-                          env={**os.environ, "BODY_FILE": str(body)})
+    env = {**os.environ, "BODY_FILE": str(body)}
+    hlen = header_length(body)
+    if hlen is not None:
+        env["INFERENCE_HEADER_LENGTH"] = str(hlen)
+    done = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True, env=env)
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if rps is None:
@@ -339,11 +360,18 @@ def run_wrk(port: int, path: str, body: Path, conns: int, duration: float) -> di
     return result
 
 
-def run_loadgen(protocol: str, port: int, body: Path, conns: int, duration: float, path: str = "/") -> dict[str, float]:
+def run_loadgen(protocol: str, port: int, body: Path, conns: int, duration: float, path: str = "/",
+                method: str | None = None) -> dict[str, float]:
     procs = 1 if conns == 1 else 4
     cmd = [PY, str(BENCH / "loadgen.py"), protocol, "--target", f"127.0.0.1:{port}", "--path", path,
            "--body", str(body), "--concurrency", str(conns), "--procs", str(procs),
            "--duration", str(duration), "--warmup", "1"]
+    if method is not None:
+        cmd += ["--method", method]
+    hlen = header_length(body)
+    if hlen is not None:
+        cmd += ["--header", "Content-Type: application/octet-stream", "--header",
+                f"Inference-Header-Content-Length: {hlen}"]
     if conns == 1 and protocol == "grpc":
         cmd.append("--sequential")
     out = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True)
@@ -384,9 +412,9 @@ def run_h2load(port: int, body: Path, conns: int, duration: float) -> dict[str, 
             "errors": sum(r[1] != "200" for r in rows) + (not reply), "duration": seconds}
 
 
-def big_rest(port: int, path: str, body: bytes) -> dict[str, float]:
+def big_rest(port: int, path: str, body: bytes, header_length: int | None = None) -> dict[str, float]:
     t0 = time.perf_counter()
-    status, reply = http_request("POST", port, path, body)
+    status, reply = http_request("POST", port, path, body, header_length=header_length)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "errors": 0 if status == 200 and len(reply) > 1000 else 1}
 
@@ -431,12 +459,18 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
             return lambda: run_wrk(server.rest_port, path, body, conns, duration)
         return lambda: run_loadgen("http", server.rest_port, body, conns, duration, path)
 
-    def rest_warm(server: Server, model: str, body: Path, conns: int) -> Callable[[], object] | None:
+    def rest_v2(server: Server, body: Path, conns: int) -> Callable[[], dict[str, float]]:
+        if use_wrk:
+            return lambda: run_wrk(server.rest_port, V2_PATH, body, conns, duration)
+        return lambda: run_loadgen("http", server.rest_port, body, conns, duration, V2_PATH)
+
+    def rest_warm(server: Server, model: str, body: Path, conns: int,
+                  path: str | None = None) -> Callable[[], object] | None:
         """wrk for 1 s before a measured wrk run (loadgen.py warms each connection itself).
         wrk counts, for every response slower than the mean interval, the responses it would
         have sent meanwhile (coordinated-omission correction): unwarmed, a server's 57 ms
         first call made a 3 s sequential run's p99 ~25 ms."""
-        path = f"/v1/models/{model}:predict"
+        path = path or f"/v1/models/{model}:predict"
         return (lambda: run_wrk(server.rest_port, path, body, conns, 1)) if use_wrk else None
 
     def grpc_(server: Server, body: Path, conns: int) -> Callable[[], dict[str, float]]:
@@ -469,6 +503,17 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
                 scenarios.append(Scenario("mnist/floor/h2load/1" if use_h2load else "mnist/floor/grpc/1",
                                           (lambda: run_h2load(floor.grpc_port, one_bin, 1, duration)) if use_h2load
                                           else grpc_(floor, one_bin, 1), floor))
+        if model == "mnist":
+            # The Open Inference Protocol (V2): the same image as JSON, binary data and gRPC
+            for name in ("pyserving", "batching"):
+                server = servers[name]
+                for conns in levels[::2]:
+                    for proto, body in (("v2json", payload["mnist_v2_json"]), ("v2bin", payload["mnist_v2_bin"])):
+                        scenarios.append(Scenario(f"mnist/{name}/{proto}/{conns}",
+                                                  rest_v2(server, body, conns), server,
+                                                  rest_warm(server, model, body, conns, V2_PATH)))
+                    scenarios.append(Scenario(f"mnist/{name}/v2grpc/{conns}", lambda s=server, c=conns: run_loadgen(
+                        "grpc", s.grpc_port, payload["mnist_v2_grpc"], c, duration, method=V2_METHOD), server))
         for conns in levels:
             scenarios.append(Scenario(f"{model}/flask/rest/{conns}", rest(servers["flask"], model, one_json, conns),
                                       servers["flask"], rest_warm(servers["flask"], model, one_json, conns)))
@@ -501,6 +546,10 @@ def build_scenarios(servers: dict[str, Server], payload: dict[str, Path], durati
         servers["pyserving"].rest_port, "/v1/models/mnist:predict", big_json), BIG_CALLS)))
     scenarios.append(Scenario("mnist/pyserving/grpc/10k", rounds(
         lambda: big_grpc(servers["pyserving"].grpc_port, big_bin), BIG_CALLS)))
+    big_v2 = payload["mnist_10k_v2_bin"].read_bytes()
+    big_v2_hlen = header_length(payload["mnist_10k_v2_bin"])
+    scenarios.append(Scenario("mnist/pyserving/v2bin/10k", rounds(lambda: big_rest(
+        servers["pyserving"].rest_port, V2_PATH, big_v2, big_v2_hlen), BIG_CALLS)))
     scenarios.append(Scenario("mnist/flask/rest/10k", rounds(lambda: big_rest(
         servers["flask"].rest_port, "/v1/models/mnist:predict", big_json), 1)))  # (10-16 s each)
     return scenarios
@@ -542,7 +591,9 @@ import json, sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(sys.argv[2]) / "tests"))
+sys.path.insert(0, str(Path(sys.argv[2]) / "src"))
 import modelgen
+from pyserving.protos.inference_protos import ModelInferRequest
 from tensorflow_serving.apis import predict_pb2
 from tensorflow.core.framework import types_pb2
 
@@ -572,6 +623,24 @@ one = images(1)
 many = images(10000)
 (work / "mnist_10k_json").write_text(json.dumps({"instances": many.tolist()}))
 (work / "mnist_10k_bin").write_bytes(grpc_request("mnist", "input_image", many))
+
+# The same images over the Open Inference Protocol (V2): JSON, binary data (every output
+# binary too, as tritonclient asks by default), gRPC raw_input_contents.
+def v2_binary(name, x):
+    header = json.dumps({"parameters": {"binary_data_output": True}, "inputs": [
+        {"name": "input_image", "shape": list(x.shape), "datatype": "FP32",
+         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    (work / name).write_bytes(header + x.tobytes())
+    (work / (name + ".hlen")).write_text(str(len(header)))
+
+(work / "mnist_v2_json").write_text(json.dumps({"inputs": [
+    {"name": "input_image", "shape": list(one.shape), "datatype": "FP32", "data": one.reshape(-1).tolist()}]}))
+v2_binary("mnist_v2_bin", one)
+v2_binary("mnist_10k_v2_bin", many)
+r = ModelInferRequest(model_name="mnist")
+r.inputs.add(name="input_image", datatype="FP32", shape=one.shape)
+r.raw_input_contents.append(one.tobytes())
+(work / "mnist_v2_grpc").write_bytes(r.SerializeToString())
 x = np.array([[1.0]], np.float32)
 (work / "half_plus_two_json").write_text(json.dumps({"instances": x.tolist()}))
 (work / "half_plus_two_bin").write_bytes(grpc_request("half_plus_two", "x", x))
@@ -582,7 +651,8 @@ def prepare(work: Path) -> dict[str, Path]:
     log("generating models and payloads")
     subprocess.run([PY, "-c", PREPARE, str(work), str(REPO)], check=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True)
-    names = ("mnist_json", "mnist_bin", "mnist_10k_json", "mnist_10k_bin", "half_plus_two_json", "half_plus_two_bin")
+    names = ("mnist_json", "mnist_bin", "mnist_10k_json", "mnist_10k_bin", "half_plus_two_json", "half_plus_two_bin",
+             "mnist_v2_json", "mnist_v2_bin", "mnist_10k_v2_bin", "mnist_v2_grpc")
     return {n: work / n for n in names}
 
 
@@ -812,10 +882,11 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
     # 10,000 images: each round's first call (after minutes of other load) and the calls
     # right after it, each against the in-process call timed the same way at the same moment.
     big = {k: (med(f"mnist/{k}/10k", "first_s"), med(f"mnist/{k}/10k", "next_s"))
-           for k in ("inprocess", "pyserving/rest", "pyserving/grpc")}
+           for k in ("inprocess", "pyserving/rest", "pyserving/grpc", "pyserving/v2bin")}
     in_first, in_next = big["inprocess"]
     rest_first, rest_next = big["pyserving/rest"]
     grpc_first, grpc_next = big["pyserving/grpc"]
+    v2_first, v2_next = big["pyserving/v2bin"]
     flask_big = med("mnist/flask/rest/10k", "first_s")
     ours_rss = max(s.rss_idle for name, s in servers.items() if name != "flask")
     flask_rss = servers["flask"].rss_idle
@@ -839,7 +910,8 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         f"{verdict(batch64 >= 0.25 * b64, f'{0.25 * b64 / batch64:.1f}x short')} |")
     add(f"| 64 clients with batching >= 5x Flask ({flask64:,.0f} req/s) | {batch64 / flask64:.1f}x | "
         f"{verdict(batch64 >= 5 * flask64, f'{5 * flask64 / batch64:.1f}x short')} |")
-    for route, limit, first, nxt in (("REST", 2.0, rest_first, rest_next), ("gRPC", 1.3, grpc_first, grpc_next)):
+    for route, limit, first, nxt in (("REST", 2.0, rest_first, rest_next), ("gRPC", 1.3, grpc_first, grpc_next),
+                                     ("V2 REST, binary data", 1.1, v2_first, v2_next)):
         worst = max(first / in_first, nxt / in_next)
         add(f"| 10,000 images over {route} <= {limit:g}x in-process (first of a round / next, in-process "
             f"{in_first:.2f} / {in_next:.2f} s) | {first:.2f} s = {first / in_first:.2f}x / "
@@ -868,7 +940,7 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         add("|---|---|---|---|---|---|---|---|---|")
         for conns in levels:
             flask_rps = med(f"{model}/flask/rest/{conns}", "rps")
-            for proto in ("rest", "grpc", "h2load"):
+            for proto in ("rest", "grpc", "h2load", *V2_ROUTES):
                 for name, shown in SHOWN.items():
                     key = f"{model}/{name}/{proto}/{conns}"
                     if key not in scenarios:
@@ -876,11 +948,12 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
                     rps, p50, p99 = med(key, "rps"), med(key, "p50_ms"), med(key, "p99_ms")
                     errors = sum(s.get("errors", 0) for s in scenarios[key].samples)
                     what = "sequential" if conns == 1 else f"{conns} clients"
-                    if conns == 1 and use_h2load and proto != "rest":
+                    if conns == 1 and use_h2load and proto in ("grpc", "h2load"):
                         what += ", h2load" if proto == "h2load" else ", Python client"
+                    route = V2_ROUTES.get(proto) or ("REST" if proto == "rest" else "gRPC")
                     cpu = (f"{fmt(cpu_per_request(key, 'loop'), 0)} / {fmt(cpu_per_request(key, 'other'), 0)}"
                            if conns > 1 else "")
-                    add(f"| {'REST' if proto == 'rest' else 'gRPC'} {what} | {shown} | {fmt(rps)} | {fmt(p50, 3)} | "
+                    add(f"| {route} {what} | {shown} | {fmt(rps)} | {fmt(p50, 3)} | "
                         f"{fmt(p99, 3)} | {fmt(p50 / single, 1)}x | "
                         f"{fmt(rps / flask_rps, 1) + 'x' if name != 'flask' else ''} | {errors} | {cpu} |")
         add("")
@@ -901,11 +974,14 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
         f"{rest_next / in_next:.2f}x |")
     add(f"| gRPC (tensor_content) | pyserving | {grpc_first:.3f} | {grpc_first / in_first:.2f}x | {grpc_next:.3f} | "
         f"{grpc_next / in_next:.2f}x |")
+    add(f"| V2 REST (binary data) | pyserving | {v2_first:.3f} | {v2_first / in_first:.2f}x | {v2_next:.3f} | "
+        f"{v2_next / in_next:.2f}x |")
     add(f"| REST (row JSON) | Flask | {flask_big:.3f} | {flask_big / in_first:.2f}x |  |  |")
     add("")
     add(f"REST / gRPC time: {rest_next / grpc_next:.1f}x back to back (seed 004 measured 17.7x for TF Serving, "
         "client-side JSON encoding included; here both bodies are built before timing).")
     add("")
+    v2_section(add, med)
     add("## Memory and start-up")
     add("")
     add("| Server | launch -> AVAILABLE (s) | RSS idle, models loaded (MiB) | peak RSS after the run (MiB) |")
@@ -927,6 +1003,26 @@ def write_report(out: Path, info: dict[str, str], args: argparse.Namespace, use_
             analysis = previous[previous.index("\n## Analysis") + 1:]
     lines.append(analysis.rstrip() if analysis else "## Analysis\n\n(to be written after a run)")
     out.write_text("\n".join(lines) + "\n")
+
+
+def v2_section(add: Callable[[str], None], med: Callable[[str, str], float]) -> None:
+    """The Open Inference Protocol's single-image rows against TF Serving's API on the same
+    server (target: within 10%)."""
+    add("## Open Inference Protocol (V2) against TF Serving's API (V1), one MNIST image")
+    add("")
+    add("Sequential p50 (lower is better) and 64-client req/s (higher is better) of each V2 route over the "
+        "V1 route it stands in for (REST row JSON, gRPC `tensor_content`); within 10% is the target.")
+    add("")
+    add("| Server | V2 route | vs V1 | sequential p50 ms V2 / V1 | ratio | 64 clients req/s V2 / V1 | ratio |")
+    add("|---|---|---|---|---|---|---|")
+    for name in ("pyserving", "batching"):
+        for proto, shown in V2_ROUTES.items():
+            v1 = "grpc" if proto == "v2grpc" else "rest"
+            p50, p50_v1 = med(f"mnist/{name}/{proto}/1", "p50_ms"), med(f"mnist/{name}/{v1}/1", "p50_ms")
+            rps, rps_v1 = med(f"mnist/{name}/{proto}/64", "rps"), med(f"mnist/{name}/{v1}/64", "rps")
+            add(f"| {SHOWN[name]} | {shown} | {'gRPC' if v1 == 'grpc' else 'REST'} | {fmt(p50, 3)} / {fmt(p50_v1, 3)} | "
+                f"{fmt(p50 / p50_v1)}x | {fmt(rps)} / {fmt(rps_v1)} | {fmt(rps / rps_v1)}x |")
+    add("")
 
 
 def floor_section(add: Callable[[str], None], med: Callable[[str, str], float], one_ms: float, b64: float,

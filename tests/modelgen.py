@@ -35,6 +35,7 @@ __all__ = [
     "make_mnist_cnn",
     "make_classifier_model",
     "make_slow_model",
+    "make_simple",
     "make_broken_version",
     "png_bytes",
     "jpeg_bytes",
@@ -553,6 +554,26 @@ def make_classifier_model(base_dir: str | Path, version: int = 1) -> Path:
         return _save_v1(sess, export_dir, sigs)
 
 
+# ---------------------------------------------------------------------------- simple (Triton's)
+
+
+class _SimpleModule(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.int32, name="INPUT0"),
+                                  tf.TensorSpec([None, 16], tf.int32, name="INPUT1")])
+    def serve(self, INPUT0: tf.Tensor, INPUT1: tf.Tensor) -> dict[str, tf.Tensor]:  # noqa: N803
+        return {"OUTPUT0": INPUT0 + INPUT1, "OUTPUT1": INPUT0 - INPUT1}
+
+
+def make_simple(base_dir: str | Path, version: int = 1) -> Path:
+    """Triton's ``simple`` example model as a TF2 SavedModel, for the Open Inference Protocol
+    clients' own examples: ``serving_default`` takes ``INPUT0`` and ``INPUT1`` (DT_INT32
+    [-1,16]) and gives ``OUTPUT0`` = INPUT0 + INPUT1 and ``OUTPUT1`` = INPUT0 - INPUT1."""
+    export_dir = _version_dir(base_dir, version)
+    module = _SimpleModule()
+    tf.saved_model.save(module, str(export_dir), signatures={_DEFAULT_KEY: module.serve})
+    return export_dir
+
+
 # ---------------------------------------------------------------------------- slow model
 
 
@@ -600,6 +621,7 @@ ALL_GENERATORS: dict[str, Callable[..., Path]] = {
     "mnist_cnn": make_mnist_cnn,
     "classifier": make_classifier_model,
     "slow": make_slow_model,
+    "simple": make_simple,
     "broken": make_broken_version,
 }
 

@@ -357,6 +357,11 @@ class Server:
 
             self.rest_app = build_rest_app(options, self.service)
             self.rest_app.extra_routes.update(self.health.routes())  # /healthz, /readyz
+            from pyserving.api.rest.v2 import OpenInferenceRest
+
+            # The Open Inference Protocol (KServe V2) beside TF Serving's API
+            self.rest_app.mount("/v2", OpenInferenceRest(self.service, self.rest_app.options, self.health.readiness,
+                                                         self.rest_app.cors_headers))
             if self.prometheus is not None:
                 page = self.prometheus[1] if supervisor is None else supervisor.metrics_page
                 self.rest_app.extra_routes[self.prometheus[0]] = page
@@ -392,7 +397,7 @@ class Server:
         from pyserving.api.grpc.server import GrpcFrontEnd
 
         grpc_front = await GrpcFrontEnd.start(options, self.service, metric_value=self.metrics.value,
-                                              reuse_port=worker)
+                                              reuse_port=worker, readiness=self.health.readiness)
         if grpc_front is not None:
             self.front_ends["grpc"] = grpc_front
         for name, front in self.front_ends.items():

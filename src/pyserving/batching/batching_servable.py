@@ -287,6 +287,10 @@ class BatchingServable:
         return self._wrapped.runtime_name
 
     @property
+    def model_platform(self) -> str:
+        return getattr(self._wrapped, "model_platform", "tensorflow_savedmodel")
+
+    @property
     def wrapped(self) -> Servable:
         """The servable that actually runs the batches."""
         return self._wrapped

@@ -39,10 +39,12 @@ from pyserving.server.model_config import ModelConfig
 from pyserving.server.model_control import ModelControl
 from pyserving.server.server_core import ServerCore, VersionStatus
 
-__all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "PredictionService",
-           "SMALL_REQUEST_BYTES"]
+__all__ = ["ModelSpec", "PredictResult", "ClassifyResult", "RegressResult", "ModelDescription",
+           "PredictionService", "SMALL_REQUEST_BYTES", "DEFAULT_MODEL_PLATFORM"]
 
 _DEADLINE_GRACE_SECONDS = 0.05
+# A servable's model format when its platform does not name one (`model_platform`).
+DEFAULT_MODEL_PLATFORM = "tensorflow_savedmodel"
 # The largest request (body or message bytes) a front end calls `small` in `predict`: its
 # decoding and encoding take microseconds, so for a batched model they run on the loop.
 SMALL_REQUEST_BYTES = 64 * 1024
@@ -80,6 +82,18 @@ class RegressResult:
     version: int
     signature_name: str
     values: list[float]
+
+
+@dataclass(slots=True)
+class ModelDescription:
+    """One version as a protocol without SignatureDefs (the Open Inference Protocol) sees it:
+    one signature, the model's format, and every version a client may ask for."""
+
+    name: str
+    version: int
+    signature: Signature
+    signature_names: list[str]
+    platform: str
 
 
 def _signature(servable: Servable, name: str, api: Api, method: str, method_name_check: bool) -> Signature:
@@ -290,6 +304,20 @@ class PredictionService:
         finally:
             handle.release()
 
+    async def describe(self, spec: ModelSpec, *, deadline: float | None = None) -> ModelDescription:
+        """The resolved version's signature `spec.signature_name` (default serving_default;
+        INVALID_ARGUMENT when it has none of that name) and its model format."""
+        handle = await self._handle(spec, deadline)
+        try:
+            servable = handle.servable
+            sig = find_signature(servable, spec.signature_name, "predict", "rest")
+            platform = getattr(servable, "model_platform", DEFAULT_MODEL_PLATFORM)
+            # `__saved_model_init_op` and the like are not callable signatures
+            names = [n for n in servable.signatures if not n.startswith("__")]
+            return ModelDescription(handle.id.name, handle.id.version, sig, names, platform)
+        finally:
+            handle.release()
+
     async def multi_inference(
         self,
         spec: ModelSpec,
@@ -336,6 +364,29 @@ class PredictionService:
         """Every version's state, or one version's (NOT_FOUND for a model or version the
         server does not have; an empty name is such a model)."""
         return self.control.model_status(name, version)
+
+    def version_of(self, name: str, label: str) -> int:
+        """The version `label` names for model `name` (NOT_FOUND for a model the server does not
+        have; INVALID_ARGUMENT, as for a request, for an unknown label)."""
+        model = self.control.models.get(name)
+        if model is None:
+            raise ServingError(Code.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        version = dict(model.labels).get(label)
+        if version is None:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+        return int(version)
+
+    def is_available(self, name: str, version: int | None = None, label: str | None = None) -> bool:
+        """Whether a request for that version (or label, or the latest) would be served now
+        without waiting: it is AVAILABLE. NOT_FOUND for a model or version the server does not
+        have."""
+        if label is not None:
+            version = self.version_of(name, label)
+        return any(s.state.name == "AVAILABLE" for s in self.status(name, version))
+
+    def available_versions(self, name: str) -> list[int]:
+        """The AVAILABLE versions of `name`, oldest first (NOT_FOUND for an unknown model)."""
+        return sorted(s.version for s in self.status(name) if s.state.name == "AVAILABLE")
 
     async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float) -> None:
         """Replace the served models (TF Serving's HandleReloadConfigRequest); one reload at

@@ -1,6 +1,8 @@
 """The gRPC front end: build, bind, start and stop the `grpc.aio` server.
 
 Services: `tensorflow.serving.PredictionService`, `tensorflow.serving.ModelService`,
+`inference.GRPCInferenceService` (the Open Inference Protocol, see `v2_servicer.py`; built in a
+private descriptor pool, so reflection does not list it),
 `tensorflow.ProfilerService` (TF's profiler in this process, writing only under
 `--profiler_dir`, see `profiler.py`; on unless `--enable_profiler=false`), the standard `grpc.health.v1.Health` (always registered: it is
 harmless; `""`, `ModelService`, `PredictionService` and their full names report NOT_SERVING
@@ -53,9 +55,11 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from pyserving.api.grpc._handlers import add_service
 from pyserving.api.grpc.profiler import PROFILER_SERVICE, ProfilerServicer
 from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
+from pyserving.api.grpc.v2_servicer import InferenceServicer
 from pyserving.errors import StartupError
 from pyserving.options import ServerOptions
 from pyserving.protos.config_protos import SSLConfig, parse_text
+from pyserving.protos.inference_protos import INFERENCE_SERVICE
 from pyserving.server.prediction_service import PredictionService
 from pyserving.sources import stores
 
@@ -175,9 +179,12 @@ class GrpcFrontEnd:
         *,
         metric_value: Callable[[str], int] | None = None,
         reuse_port: bool = False,
+        readiness: Callable[[], tuple[bool, str]] | None = None,
     ) -> GrpcFrontEnd | None:
         """Bind and start; None when neither `--port` nor `--grpc_socket_path` is set.
-        `reuse_port`: worker processes share the port (SO_REUSEPORT)."""
+        `reuse_port`: worker processes share the port (SO_REUSEPORT). `readiness()`: the
+        server's (ready, reason), which the Open Inference Protocol's ServerReady answers
+        (default: always ready)."""
         socket_path = options.grpc_socket_path
         if not options.port and not socket_path:
             return None
@@ -202,6 +209,7 @@ class GrpcFrontEnd:
         add_service(server, PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content),
                     _PREDICTION_SERVICE_DESCRIPTOR)
         add_service(server, ModelServicer(service, metric_value=metric_value), _MODEL_SERVICE_DESCRIPTOR)
+        add_service(server, InferenceServicer(service, readiness or (lambda: (True, ""))), INFERENCE_SERVICE)
         health_servicer = health.aio.HealthServicer()
         add_service(server, health_servicer, _HEALTH_SERVICE_DESCRIPTOR)
         profiler = None

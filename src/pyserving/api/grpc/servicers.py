@@ -83,6 +83,10 @@ _METHODS: dict[str, tuple[str, str | None, bool]] = {
     "GetModelMetadata": ("metadata", None, False),
     "GetModelStatus": ("status", None, False),
     "HandleReloadConfigRequest": ("reload_config", None, False),
+    # inference.GRPCInferenceService (the Open Inference Protocol)
+    "ModelInfer": ("infer", "Predict", True),
+    "ModelMetadata": ("model_metadata", None, False),
+    "ModelReady": ("model_ready", None, False),
 }
 
 
@@ -105,6 +109,10 @@ def _no_service() -> _NoService:
 def _model_name(request: Any) -> str:
     if hasattr(request, "model_spec"):
         return request.model_spec.name
+    for field in ("model_name", "name"):  # the Open Inference Protocol's requests
+        name = getattr(request, field, None)
+        if isinstance(name, str):
+            return name
     tasks = getattr(request, "tasks", None)
     return tasks[0].model_spec.name if tasks else ""
 

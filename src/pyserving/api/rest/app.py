@@ -9,12 +9,10 @@ on the service's worker thread.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import html
 import logging
 import re
 import time
-import zlib
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, cast
 from urllib.parse import unquote
@@ -22,6 +20,16 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from pyserving.api.rest import request_json, response_json
+from pyserving.api.rest._body import (
+    INT64_DIGITS,
+    BodyTooLarge,
+    Disconnected,
+    Receive,
+    Send,
+    header,
+    read_body,
+    respond,
+)
 from pyserving.api.rest._rapidjson import INT64_MAX
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
@@ -46,13 +54,6 @@ _MODEL_PATH = re.compile(
 _V1 = re.compile(r"/v1/", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
 _INLINE_PARSE_LIMIT = 256 * 1024
-# A body over this size is not joined (79 MB: ~45 ms of copying into fresh pages)
-_CHUNKED_BODY_BYTES = 1 << 20
-_INFLATE_STEP_BYTES = 16 << 20
-_INT64_DIGITS = len(str(INT64_MAX))
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,6 @@ class RestOptions:
     max_body_bytes: int = 1 << 30
     enable_cors: bool = False
     access_log: bool = False
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
 
 
 def _not_found_page(path: str) -> bytes:
@@ -95,6 +88,17 @@ class RestApp:
         self._metadata_cache: dict[tuple[str, int], tuple[Any, bytes]] = {}
         # Extra exact-path GET handlers (metrics, health); path -> handler.
         self.extra_routes: dict[str, Callable[[], Awaitable[tuple[int, list[tuple[bytes, bytes]], bytes]]]] = {}
+        # Other APIs on the same port: path prefix (e.g. "/v2") -> ASGI app serving every path
+        # under it. They see the CORS headers this app answers with in `cors_headers`.
+        self.mounts: dict[str, Callable[[dict[str, Any], Receive, Send], Awaitable[None]]] = {}
+
+    @property
+    def cors_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._headers[1:]
+
+    def mount(self, prefix: str, app: Callable[[dict[str, Any], Receive, Send], Awaitable[None]]) -> None:
+        """Serve `prefix` and every path under it with `app`."""
+        self.mounts[prefix.rstrip("/")] = app
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,18 +111,22 @@ class RestApp:
         extra = self.extra_routes.get(path)
         if extra is not None:
             status, headers, body = await extra()
-            await _respond(send, status, headers, body)
+            await respond(send, status, headers, body)
             self._log_end(method, path, status)
             return
+        for prefix, mounted in self.mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                await mounted(scope, receive, send)
+                return
         if not _V1.match(path):
-            await _respond(send, 404, [(b"content-type", b"text/html")], _not_found_page(path))
+            await respond(send, 404, [(b"content-type", b"text/html")], _not_found_page(path))
             self._log_end(method, path, 404)
             return
         if method == "OPTIONS":
-            origin = _header(scope, b"origin")
+            origin = header(scope, b"origin")
             ok = origin is not None and (b"http://" in origin or b"https://" in origin)
             headers = self._headers[1:] if self.options.enable_cors else []
-            await _respond(send, 200 if ok else 400, headers, b"")
+            await respond(send, 200 if ok else 400, headers, b"")
             self._log_end(method, path, 200 if ok else 400)
             return
         # Every /v1 request is counted and timed (TF Serving's request_count covers
@@ -131,14 +139,14 @@ class RestApp:
             error = err
             status = 413 if isinstance(err, RequestTooLargeError) else http_status(err.code)
             body = response_json.encode_error(err.message)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             status = 413
             body = response_json.encode_error(
                 f"Request body exceeds the limit of {self.options.max_body_bytes} bytes "
                 "(--rest_api_max_body_bytes)"
             )
             error = ServingError(Code.INVALID_ARGUMENT, body.decode())
-        except _Disconnected:
+        except Disconnected:
             error = ServingError(Code.CANCELLED, "Client disconnected")
             self._log_end(method, path, "client disconnected")
             return
@@ -153,7 +161,7 @@ class RestApp:
             headers = [*headers, (b"retry-after", b"1")]
         if self.service.gate.draining:  # no new request on this connection
             headers = [*headers, (b"connection", b"close")]
-        await _respond(send, status, headers, body)
+        await respond(send, status, headers, body)
         if self.options.access_log:
             self._log_end(method, path, status)
 
@@ -195,7 +203,7 @@ class RestApp:
             request.admit(name, bounded=True)
             claim = self.service.budget.claim()
             try:
-                body = await self._read_body(scope, receive, claim)
+                body = await read_body(scope, receive, claim, self.options.max_body_bytes)
                 deadline = time.monotonic() + self.options.timeout_in_ms / 1000.0
                 if verb == "predict":
                     return 200, await self._predict(name, version, label, body, deadline, claim)
@@ -264,73 +272,13 @@ class RestApp:
         regressed = await self.service.regress(spec, lambda: examples, deadline=deadline)
         return response_json.encode_regress(regressed.values)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive, claim: Claim) -> bytes | Chunks:
-        limit = self.options.max_body_bytes
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and (len(length) > _INT64_DIGITS or int(length) > limit):
-            raise _BodyTooLarge()
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge()
-            claim.add(len(chunk), "The request body")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        encoding = _header(scope, b"content-encoding")
-        if encoding is not None and encoding.strip().lower() == b"gzip":
-            return await asyncio.to_thread(_gunzip, b"".join(chunks), limit, claim)
-        if size > _CHUNKED_BODY_BYTES:  # a big body is parsed from its chunks
-            return Chunks(chunks)
-        return b"".join(chunks)
-
-
-def _gunzip(body: bytes, limit: int, claim: Claim) -> bytes:
-    """Inflate on a worker thread, a piece at a time: the body limit and the memory budget
-    are checked while inflating, so a small bomb stops at the limit, not after it."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pieces: list[bytes] = []
-    size = 0
-    data = body
-    try:
-        while True:
-            piece = d.decompress(data, _INFLATE_STEP_BYTES)
-            data = d.unconsumed_tail
-            size += len(piece)
-            if size > limit:
-                raise _BodyTooLarge()
-            claim.add(len(piece), "The decompressed request body")
-            pieces.append(piece)
-            if d.eof or (not data and len(piece) < _INFLATE_STEP_BYTES):
-                break
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to decompress gzip request body: {exc}") from None
-    return b"".join(pieces)
-
 
 def _parse_version(digits: str) -> int:
     """A URL's version digits as int64 (TF Serving's `absl::SimpleAtoi`); the length is
     checked first so that a huge digit run never reaches int() (which refuses 4300+ digits)."""
     significant = digits.lstrip("0") or "0"
-    if len(significant) > _INT64_DIGITS or int(significant) > INT64_MAX:
+    if len(significant) > INT64_DIGITS or int(significant) > INT64_MAX:
         raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {digits} to numeric.")
     return int(significant)
 
 
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value
-    return None
-
-
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

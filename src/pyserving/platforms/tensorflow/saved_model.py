@@ -257,6 +257,7 @@ class TensorFlowServable:
 
     # TF Serving labels Session runs "TF1" ("TFRT" is its other runtime, which this is not).
     runtime_name = "TF1"
+    model_platform = "tensorflow_savedmodel"  # the Open Inference Protocol's platform name
 
     def __init__(
         self,

@@ -202,6 +202,7 @@ class TfLiteServable:
     # TF Serving runs a TFLite model through a `TfLiteSession`, a Session like any other,
     # so its runs are labelled "TF1" too.
     runtime_name = "TF1"
+    model_platform = "tensorflow_lite"  # the Open Inference Protocol's platform name
 
     def __init__(self, model: bytes, export_dir: str, num_interpreters: int) -> None:
         """Build the pool and the signatures; raises `ServingError` on a bad model."""
