@@ -73,6 +73,7 @@ _BY_NUMPY: dict[np.dtype, str] = {dt: name for name, dt in DATATYPES.items() if 
 _INTEGER_KINDS = frozenset("iu")
 _LENGTH = struct.Struct("<I")
 _INT64_MAX = (1 << 63) - 1
+_MAX_RANK = 64  # numpy's
 
 
 def invalid(message: str) -> ServingError:
@@ -155,11 +156,18 @@ def _dtype(name: str, datatype: Any) -> np.dtype:
 
 def element_count(name: str, shape: Sequence[Any]) -> int:
     """The number of elements `shape` declares (each dimension an integer >= 0)."""
-    n = 1
+    if len(shape) > _MAX_RANK:
+        raise invalid(f"Input '{name}' has {len(shape)} dimensions; at most {_MAX_RANK} are supported")
+    n = nonzero = 1
     for d in shape:
-        if type(d) is not int or d < 0:
-            raise invalid(f"Input '{name}' has an invalid shape {list(shape)!r}: dimensions are integers >= 0")
+        if type(d) is not int or d < 0 or d > _INT64_MAX:
+            raise invalid(f"Input '{name}' has an invalid shape {list(shape)!r}: dimensions are integers "
+                          "from 0 to 2^63-1")
         n *= d
+        nonzero *= max(d, 1)
+    if n == 0 and nonzero > _INT64_MAX // 16:  # numpy refuses such a shape though it holds nothing;
+        # with elements, the data (never enough for it) is refused first
+        raise invalid(f"Input '{name}' has a shape {list(shape)!r} too large for any tensor")
     return n
 
 

@@ -142,6 +142,15 @@ def test_shapes_are_integers_at_least_zero(shape):
     assert "invalid shape" in invalid(oip.element_count, "t", shape)
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+@pytest.mark.parametrize("shape", [[0, 2**63], [0, 2**62], [0, 2**40, 2**40], [1] * 65])
+def test_a_shape_no_tensor_can_have_is_refused_even_without_elements(shape, datatype):
+    for build in (lambda: oip.from_raw("x", datatype, shape, b""), lambda: oip.from_values("x", datatype, shape, [])):
+        with pytest.raises(ServingError) as err:
+            build()
+        assert err.value.code == Code.INVALID_ARGUMENT
+
+
 def test_empty_tensors():
     assert oip.from_values("t", "FP32", [0, 3], []).shape == (0, 3)
     assert oip.from_raw("t", "INT32", [2, 0], b"").shape == (2, 0)
