@@ -537,6 +537,30 @@ TESTDATA_SIGNATURES = [
 
 @pytest.mark.parametrize("model,signature", TESTDATA_SIGNATURES)
 def test_every_testdata_model_answers_v1_and_v2_alike(server, grpc_client, http_client, model, signature):
+    _check_v1_and_v2_alike(server, grpc_client, http_client, model, signature)
+
+
+@pytest.fixture(scope="module")
+def shared_server(model_zoo, tfserving_testdata, tmp_path_factory):
+    """The same models from TF Serving's own test data tree (skips where it is absent)."""
+    d = tmp_path_factory.mktemp("v2-shared")
+    (d / "models.config").write_text(CONFIG.format(zoo=model_zoo, td=tfserving_testdata))
+    with ServerProcess(f"--model_config_file={d / 'models.config'}", "--prefer_tflite_model") as s:
+        yield s
+
+
+@pytest.mark.parametrize("model,signature", TESTDATA_SIGNATURES)
+def test_tf_servings_own_testdata_answers_v1_and_v2_alike(shared_server, model, signature):
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{shared_server.rest_port}")
+    grpc_ = grpcclient.InferenceServerClient(shared_server.grpc_target)
+    try:
+        _check_v1_and_v2_alike(shared_server, grpc_, http, model, signature)
+    finally:
+        http.close()
+        grpc_.close()
+
+
+def _check_v1_and_v2_alike(server, grpc_client, http_client, model, signature):
     meta = server.get(f"/v2/models/{model}?signature_name={signature}").json()
     rng = np.random.default_rng(abs(hash((model, signature))) % 2**32)
     inputs = {m["name"]: _make_input(m, rng) for m in meta["inputs"]}
