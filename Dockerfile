@@ -60,22 +60,29 @@ RUN --mount=type=secret,id=ca \
 # auditwheel vendored into *.libs/ are left as they are: they are patched in ways strip
 # may not preserve, and have little to gain. Also the Python bindings of the StableHLO MLIR
 # dialect (~20 MB), which only model-conversion tools import: running a SavedModel, even
-# one with XlaCallModule ops, uses TensorFlow's C++ kernels.
+# one with XlaCallModule ops, uses TensorFlow's C++ kernels. And botocore's models of the
+# ~430 AWS services but S3 and those of the credential chain (STS for roles and web
+# identity, SSO, sign-in): ~27 MB that s3:// base paths never load.
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
  && rm -rf "$site/tensorflow/include" \
  && rm -f "$site"/tensorflow/compiler/mlir/stablehlo/stablehlo_extension*.so \
  && find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} + \
  && find "$site" -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cc' -o -name '*.cpp' \
       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' \) -delete \
- && find "$site" -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} +
+ && find "$site" -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+ && find "$site/botocore/data" -mindepth 1 -maxdepth 1 -type d \
+      -not -name s3 -not -name sts -not -name sso -not -name sso-oidc -not -name signin -exec rm -rf {} +
 
 COPY pyproject.toml README.md ./
 COPY src ./src
-# --version imports TensorFlow: a wheel that does not load fails the build, not the first start.
+# --version imports TensorFlow: a wheel that does not load fails the build, not the first start;
+# so does an S3 client that cannot be made (credentials given: no lookup leaves the build).
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
  && pip install --no-deps . \
- && TF_CPP_MIN_LOG_LEVEL=2 pyserving --version
+ && TF_CPP_MIN_LOG_LEVEL=2 pyserving --version \
+ && AWS_ACCESS_KEY_ID=build AWS_SECRET_ACCESS_KEY=build AWS_EC2_METADATA_DISABLED=true python -c \
+      "from pyserving.sources.stores import split_remote; split_remote('s3://bucket/m')[0].connect()"
 
 # ---- runtime: the virtualenv and two small scripts; no compiler, no pip cache, no sources
 FROM ${PYTHON_IMAGE}
