@@ -50,6 +50,19 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+# The servable models of TF Serving's test data tree, as ModelServerConfig entries (a
+# str.format template: `{td}` is the tree, braces doubled).
+TESTDATA_MODELS = """\
+  config {{ name: "default" base_path: "{td}/saved_model_half_plus_two_cpu" model_platform: "tensorflow" }}
+  config {{ name: "tf2_cpu" base_path: "{td}/saved_model_half_plus_two_tf2_cpu" model_platform: "tensorflow" }}
+  config {{ name: "half_plus_three" base_path: "{td}/saved_model_half_plus_three" model_platform: "tensorflow" }}
+  config {{ name: "two_versions" base_path: "{td}/saved_model_half_plus_two_2_versions"
+           model_platform: "tensorflow" model_version_policy {{ all {{}} }}
+           version_labels {{ key: "stable" value: 123 }} version_labels {{ key: "canary" value: 124 }} }}
+  config {{ name: "counter" base_path: "{td}/saved_model_counter" model_platform: "tensorflow" }}
+"""
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 import modelgen
-from support import ServerProcess
+from support import TESTDATA_MODELS, ServerProcess
 
 CONFIG = """
 model_config_list {{
@@ -26,14 +26,7 @@ model_config_list {{
   config {{ name: "ssd-mbv2-coco" base_path: "{zoo}/detection" model_platform: "tensorflow" }}
   config {{ name: "mnist-serving" base_path: "{zoo}/mnist_cnn" model_platform: "tensorflow" }}
   config {{ name: "classifier" base_path: "{zoo}/classifier" model_platform: "tensorflow" }}
-  config {{ name: "default" base_path: "{td}/saved_model_half_plus_two_cpu" model_platform: "tensorflow" }}
-  config {{ name: "tf2_cpu" base_path: "{td}/saved_model_half_plus_two_tf2_cpu" model_platform: "tensorflow" }}
-  config {{ name: "half_plus_three" base_path: "{td}/saved_model_half_plus_three" model_platform: "tensorflow" }}
-  config {{ name: "two_versions" base_path: "{td}/saved_model_half_plus_two_2_versions"
-           model_platform: "tensorflow" model_version_policy {{ all {{}} }}
-           version_labels {{ key: "stable" value: 123 }} version_labels {{ key: "canary" value: 124 }} }}
-  config {{ name: "counter" base_path: "{td}/saved_model_counter" model_platform: "tensorflow" }}
-}}
+""" + TESTDATA_MODELS + """}}
 """
 
 

@@ -26,21 +26,14 @@ import tritonclient.http.aio as httpclient_aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from support import ServerProcess
+from support import TESTDATA_MODELS, ServerProcess
 
 CONFIG = """
 model_config_list {{
   config {{ name: "simple" base_path: "{zoo}/simple" model_platform: "tensorflow" }}
   config {{ name: "half_plus_two" base_path: "{zoo}/half_plus_two" model_platform: "tensorflow" }}
   config {{ name: "tf2" base_path: "{zoo}/tf2_multi_signature" model_platform: "tensorflow" }}
-  config {{ name: "default" base_path: "{td}/saved_model_half_plus_two_cpu" model_platform: "tensorflow" }}
-  config {{ name: "tf2_cpu" base_path: "{td}/saved_model_half_plus_two_tf2_cpu" model_platform: "tensorflow" }}
-  config {{ name: "half_plus_three" base_path: "{td}/saved_model_half_plus_three" model_platform: "tensorflow" }}
-  config {{ name: "two_versions" base_path: "{td}/saved_model_half_plus_two_2_versions"
-           model_platform: "tensorflow" model_version_policy {{ all {{}} }}
-           version_labels {{ key: "stable" value: 123 }} version_labels {{ key: "canary" value: 124 }} }}
-  config {{ name: "counter" base_path: "{td}/saved_model_counter" model_platform: "tensorflow" }}
-  config {{ name: "tflite" base_path: "{td}/saved_model_half_plus_two_tflite" model_platform: "tensorflow" }}
+""" + TESTDATA_MODELS + """  config {{ name: "tflite" base_path: "{td}/saved_model_half_plus_two_tflite" model_platform: "tensorflow" }}
   config {{ name: "tflite_sigdef" base_path: "{td}/saved_model_half_plus_two_tflite_with_sigdef"
            model_platform: "tensorflow" }}
 }}

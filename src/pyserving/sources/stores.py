@@ -22,7 +22,7 @@ environment takes an `env` mapping, `os.environ` when omitted):
 Listing caches are off: every poll must see the store as it is now. Errors become
 `ServingError`s whose messages never carry a secret (`store_error`).
 
-Thread-safety: `filesystem()` may be called from any thread; fsspec's filesystems run
+Thread-safety: `split_remote()` may be called from any thread; fsspec's filesystems run
 their I/O on their own event loop thread and are safe to share.
 """
 
@@ -36,8 +36,8 @@ from typing import Any, Mapping
 
 from pyserving.errors import Code, ServingError
 
-__all__ = ["REMOTE_SCHEMES", "is_remote", "local_path", "filesystem", "split_remote", "store_error",
-           "read_bytes", "read_text", "store_extra"]
+__all__ = ["REMOTE_SCHEMES", "is_remote", "local_path", "split_remote", "store_error",
+           "read_bytes", "read_text"]
 
 # URL scheme -> fsspec protocol
 REMOTE_SCHEMES = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "az", "abfs": "az", "abfss": "az"}
@@ -60,10 +60,6 @@ def local_path(path: str) -> str:
         return "/" + path.partition("://")[2].lstrip("/")
     return path
 
-
-def store_extra(path: str) -> str:
-    """The pip extra whose library serves `path`'s scheme (for error messages)."""
-    return _EXTRAS[REMOTE_SCHEMES[_scheme(path)]]
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -183,9 +179,6 @@ def split_remote(url: str, env: Mapping[str, str] | None = None) -> tuple[Any, s
             _filesystems[key] = fs
     return fs, cls._strip_protocol(url).rstrip("/")
 
-
-def filesystem(url: str, env: Mapping[str, str] | None = None) -> Any:
-    return split_remote(url, env)[0]
 
 
 # Secrets that may appear in a library's message (a connection string, a SAS signature).

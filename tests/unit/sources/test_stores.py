@@ -116,10 +116,6 @@ def test_local_path():
     assert stores.local_path("relative/m") == "relative/m"
 
 
-def test_store_extra_names_the_pip_extra():
-    assert [stores.store_extra(p) for p in ("s3://b", "gs://b", "abfs://c")] == ["s3", "gcs", "azure"]
-
-
 # -- secrets and errors ---------------------------------------------------------------------
 def test_redact_removes_secrets_of_the_environment():
     env = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}
