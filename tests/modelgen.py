@@ -47,6 +47,8 @@ __all__ = [
     "build_mnist_cnn",
     "CLASSIFIER_LABELS",
     "ALL_GENERATORS",
+    "IDENTITY_DTYPES",
+    "make_identity_model",
 ]
 
 _v1 = tf.compat.v1
@@ -606,6 +608,28 @@ def make_broken_version(base_dir: str | Path, version: int = 1) -> Path:
     export_dir = _version_dir(base_dir, version)
     export_dir.mkdir()
     (export_dir / "saved_model.pb").write_bytes(b"\x00\xffthis is not a SavedModel\xff" * 8)
+    return export_dir
+
+
+# ---------------------------------------------------------------------------- identity per dtype
+
+
+IDENTITY_DTYPES = {
+    "float32": tf.float32, "float64": tf.float64, "float16": tf.float16, "bfloat16": tf.bfloat16,
+    "int8": tf.int8, "int16": tf.int16, "int32": tf.int32, "int64": tf.int64,
+    "uint8": tf.uint8, "uint16": tf.uint16, "uint32": tf.uint32, "uint64": tf.uint64,
+    "bool": tf.bool, "complex64": tf.complex64, "complex128": tf.complex128, "string": tf.string,
+}
+
+
+def make_identity_model(base: Path, version: int = 1) -> Path:
+    """One signature per dtype, named after it: `x` (any shape) -> `y` = identity(x)."""
+    export_dir = base / str(version)
+    signatures = {}
+    for name, dtype in IDENTITY_DTYPES.items():
+        fn = tf.function(lambda x: {"y": tf.identity(x)}, input_signature=[tf.TensorSpec(None, dtype, name="x")])
+        signatures[name] = fn.get_concrete_function()
+    tf.saved_model.save(tf.Module(), str(export_dir), signatures=signatures)
     return export_dir
 
 

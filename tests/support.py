@@ -16,8 +16,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 REPO = Path(__file__).resolve().parents[1]
 # Optional material next to the repository (or where PYSERVING_SHARED_DIR points): TF Serving's
@@ -178,10 +180,16 @@ class ServerProcess:
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmHWM in /proc/<pid>/status")
 
-    def get(self, path: str, **kw) -> requests.Response:
+    # requests is imported on use: the client's test suite runs this module in a virtual
+    # environment that has only the client.
+    def get(self, path: str, **kw) -> "requests.Response":
+        import requests
+
         return requests.get(self.url + path, timeout=kw.pop("timeout", 30), **kw)
 
-    def post(self, path: str, **kw) -> requests.Response:
+    def post(self, path: str, **kw) -> "requests.Response":
+        import requests
+
         return requests.post(self.url + path, timeout=kw.pop("timeout", 60), **kw)
 
     def __enter__(self) -> "ServerProcess":
@@ -202,6 +210,36 @@ def run_to_exit(*args: str, env: dict | None = None, timeout: float = 120) -> tu
             server.proc.kill()
             server.proc.wait()
     return code, server.output
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(d: Path) -> dict[str, bytes]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=pyserving-test-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    for who, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
+        (d / f"{who}.ext").write_text(
+            f"subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+        )
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
+    return {name: (d / name).read_bytes() for name in
+            ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+
+
+def ssl_config(certs: dict[str, bytes], client_verify: bool) -> str:
+    def q(b: bytes) -> str:
+        return b.decode().replace("\n", "\\n")
+
+    text = f'server_key: "{q(certs["server.key"])}"\nserver_cert: "{q(certs["server.pem"])}"\n'
+    if client_verify:
+        text += f'custom_ca: "{q(certs["ca.pem"])}"\nclient_verify: true\n'
+    return text
 
 
 # A metric name in a PromQL expression (dashboards and alert rules).

@@ -46,28 +46,9 @@ from tensorflow_serving.apis import (
 
 import modelgen
 from pyserving.protos.profiler_protos import ProfileRequest
-from support import READY, ServerProcess
+from support import READY, ServerProcess, make_certificates, ssl_config
 
 # --------------------------------------------------------------------------- models and servers
-
-IDENTITY_DTYPES = {
-    "float32": tf.float32, "float64": tf.float64, "float16": tf.float16, "bfloat16": tf.bfloat16,
-    "int8": tf.int8, "int16": tf.int16, "int32": tf.int32, "int64": tf.int64,
-    "uint8": tf.uint8, "uint16": tf.uint16, "uint32": tf.uint32, "uint64": tf.uint64,
-    "bool": tf.bool, "complex64": tf.complex64, "complex128": tf.complex128, "string": tf.string,
-}
-
-
-def make_identity_model(base: Path, version: int = 1) -> Path:
-    """One signature per dtype, named after it: `x` (any shape) -> `y` = identity(x)."""
-    export_dir = base / str(version)
-    signatures = {}
-    for name, dtype in IDENTITY_DTYPES.items():
-        fn = tf.function(lambda x: {"y": tf.identity(x)}, input_signature=[tf.TensorSpec(None, dtype, name="x")])
-        signatures[name] = fn.get_concrete_function()
-    tf.saved_model.save(tf.Module(), str(export_dir), signatures=signatures)
-    return export_dir
-
 
 def model_entry(name: str, path: Path | str, extra: str = "") -> str:
     return f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" {extra} }}'
@@ -79,36 +60,6 @@ def config_text(*entries: str) -> str:
 
 LABELS = 'model_version_policy { all {} } version_labels { key: "stable" value: 123 } ' \
          'version_labels { key: "canary" value: 124 }'
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(d: Path) -> dict[str, bytes]:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=pyserving-test-ca",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    for who, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}", cwd=d)
-        (d / f"{who}.ext").write_text(
-            f"subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
-        )
-        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext", cwd=d)
-    return {name: (d / name).read_bytes() for name in
-            ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
-
-
-def ssl_config(certs: dict[str, bytes], client_verify: bool) -> str:
-    def q(b: bytes) -> str:
-        return b.decode().replace("\n", "\\n")
-
-    text = f'server_key: "{q(certs["server.key"])}"\nserver_cert: "{q(certs["server.pem"])}"\n'
-    if client_verify:
-        text += f'custom_ca: "{q(certs["ca.pem"])}"\nclient_verify: true\n'
-    return text
 
 
 def stop_all(servers: list[ServerProcess], timeout: float = 30) -> None:
@@ -129,7 +80,7 @@ def stop_all(servers: list[ServerProcess], timeout: float = 30) -> None:
 def fleet(model_zoo, testdata, tmp_path_factory):
     d = tmp_path_factory.mktemp("grpc")
     modelgen.make_slow_model(d / "slow", 1)
-    make_identity_model(d / "identity", 1)
+    modelgen.make_identity_model(d / "identity", 1)
     certs = make_certificates(d)
     td = testdata
     (d / "main.config").write_text(config_text(
@@ -373,9 +324,9 @@ def test_predict_echoes_the_resolved_model_spec(stub):
     assert list(y.float_val) == [2.5, 3.0, 4.5] and not y.tensor_content
 
 
-@pytest.mark.parametrize("dtype", list(IDENTITY_DTYPES))
+@pytest.mark.parametrize("dtype", list(modelgen.IDENTITY_DTYPES))
 def test_every_dtype_round_trips_through_a_model(stub, dtype):
-    tf_dtype = IDENTITY_DTYPES[dtype]
+    tf_dtype = modelgen.IDENTITY_DTYPES[dtype]
     if tf_dtype == tf.string:
         value = np.array([[b"a", b"\xff\x00"], [b"", "\u00e9".encode()]], dtype=object)
     elif tf_dtype == tf.bool:
