@@ -9,7 +9,8 @@ import time, and time per call.
   `pyserving_client` and grpc (or httpx), against `tensorflow` and TF Serving's stubs
   (the seeds' clients need `tf.make_tensor_proto`);
 * **time per call**: sequential single-image predicts on the MNIST CNN (pyserving, loopback,
-  server on CPU 0 and client on CPU 1 where there are two), medians of alternated blocks:
+  server on CPU 0 and client on CPU 1 where there are two), medians of alternated blocks,
+  as wall time and as the client process's CPU time per call (its own cost):
   - gRPC floor: the official stub sending one prebuilt request (no conversion at all),
   - official: `tf.make_tensor_proto` + `stub.Predict` + `tf.make_ndarray`, as the seeds do,
   - client: `Client(grpc).predict(model, image)`,
@@ -81,8 +82,10 @@ def pinned(cpu: str, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else cmd
 
 
-def per_call(grpc_port: int, rest_port: int, calls: int, blocks: int) -> dict[str, float]:
-    """Median microseconds per call of each way, over alternated blocks of `calls`."""
+def per_call(grpc_port: int, rest_port: int, calls: int, blocks: int) -> dict[str, dict[str, float]]:
+    """Median microseconds per call of each way, over alternated blocks of `calls`: wall
+    time, and the calling process's CPU time (the client's own cost, which other load on
+    the machine disturbs less)."""
     import grpc
     import numpy as np
     import requests
@@ -127,17 +130,20 @@ def per_call(grpc_port: int, rest_port: int, calls: int, blocks: int) -> dict[st
     for fn in ways.values():  # warm up: connections, metadata cache, TF's conversion paths
         for _ in range(200):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in ways}
+    wall: dict[str, list[float]] = {name: [] for name in ways}
+    cpu: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(blocks):
         for name, fn in ways.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 fn()
-            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+            wall[name].append((time.perf_counter() - start) / calls * 1e6)
+            cpu[name].append((time.process_time() - start_cpu) / calls * 1e6)
     grpc_client.close()
     rest_client.close()
     channel.close()
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {name: {"wall_us": statistics.median(wall[name]), "client_cpu_us": statistics.median(cpu[name])}
+            for name in ways}
 
 
 def main() -> None:
@@ -200,8 +206,10 @@ def main() -> None:
         print(f"  {name:40} {value:9.3f}")
     floor = calls["gRPC floor (prebuilt request)"]
     print("per call (us, sequential single MNIST image; median of blocks):")
-    for name, value in calls.items():
-        print(f"  {name:40} {value:9.1f}   over gRPC floor {value - floor:+8.1f}")
+    print(f"  {'':40} {'wall':>9} {'- floor':>9} {'client CPU':>11} {'- floor':>9}")
+    for name, v in calls.items():
+        print(f"  {name:40} {v['wall_us']:9.1f} {v['wall_us'] - floor['wall_us']:+9.1f} "
+              f"{v['client_cpu_us']:11.1f} {v['client_cpu_us'] - floor['client_cpu_us']:+9.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -208,3 +208,58 @@ def test_async_grpc_round_trips(server, dtype):
             return await client.predict("identity", {"x": x}, signature=dtype)
 
     assert_same(asyncio.run(main())["y"], x)
+
+
+def open_sockets() -> int:
+    import os
+
+    fds = os.listdir("/proc/self/fd")
+    count = 0
+    for fd in fds:
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def test_one_connection_is_kept_and_reused(target):
+    with Client(target) as client:
+        client.predict("hpt", [1.0])
+        after_first = open_sockets()
+        for i in range(50):
+            client.predict("hpt", [float(i)])
+        assert open_sockets() == after_first
+
+
+@pytest.fixture(scope="module")
+def content_server(models):
+    """A server answering in `tensor_content` (--enable_serialization_as_tensor_content)."""
+    from client_support import pyserving
+
+    with pyserving(f"--model_config_file={models / 'models.config'}",
+                   "--enable_serialization_as_tensor_content=true") as process:
+        yield process
+
+
+def test_the_content_server_does_answer_in_tensor_content(content_server):
+    import grpc
+
+    from pyserving_client import _protos, _tensor
+
+    request = _protos.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "identity", "float32"
+    _tensor.to_tensor_proto(np.zeros((2, 3), np.float32), request.inputs["x"])
+    with grpc.insecure_channel(content_server.grpc_target) as channel:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                   request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=_protos.PredictResponse.FromString)
+        y = call(request, timeout=30).outputs["y"]
+    assert len(y.tensor_content) == 24 and not y.float_val
+
+
+@pytest.mark.parametrize("dtype", NUMERIC)
+def test_answers_in_tensor_content_are_decoded(content_server, dtype):
+    x = sample(dtype, (2, 3))
+    with Client(content_server.grpc_target) as client:
+        assert_same(client.predict("identity", {"x": x}, signature=dtype)["y"], x)

@@ -16,6 +16,7 @@ Strings decode to an object array of `bytes`.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -157,9 +158,9 @@ def to_ndarray(proto: Any) -> np.ndarray:
         raise TypeError(f"unsupported tensor dtype {proto.dtype}")
     dtype, field, _ = kind
     shape = _shape(proto)
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise ValueError(f"tensor shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow, and faster than numpy for a few dims
     if count * max(dtype.itemsize, 1) > MAX_TENSOR_BYTES:
         raise ValueError(f"tensor shape {list(shape)} is larger than {MAX_TENSOR_BYTES} bytes")
     if proto.tensor_content:
