@@ -472,3 +472,16 @@ def test_auth_file_reload_and_failure_limit(env):
     assert [get(WRONG) for _ in range(3)] == [401, 401, 401]
     assert get(new) == 429
     assert https(mutual, env, "GET", "/v1/models/half_plus_two", key=new, cert=cert).status_code == 200
+
+
+def test_readme_security_example_runs(env, secure):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    assert blocks
+    for block in blocks:
+        code = block.replace('"ca.pem"', repr(str(env["dir"] / "ca.pem"))) \
+                    .replace("localhost:8500", f"localhost:{secure.grpc_port}").replace("my-api-key", INFER)
+        printed: list[str] = []
+        exec(compile(code, "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})  # noqa: S102
+        assert printed == [re.search(r"print\(.*\)\s*# (.*)", block).group(1).strip()]
