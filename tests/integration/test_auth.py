@@ -40,7 +40,7 @@ import modelgen
 from auth_support import CertificateAuthority, JwksServer, TokenIssuer, sha256_hex, ssl_config_text
 from pyserving.protos.inference_protos import ModelInferRequest, ModelMetadataRequest
 from pyserving.protos.profiler_protos import ProfileRequest
-from support import ServerProcess
+from support import ServerProcess, run_to_exit
 
 KEYS = {  # key -> its entry in the auth file
     "key-all-0123456789": {"scopes": ["infer", "read", "admin"]},
@@ -485,3 +485,18 @@ def test_readme_security_example_runs(env, secure):
         printed: list[str] = []
         exec(compile(code, "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})  # noqa: S102
         assert printed == [re.search(r"print\(.*\)\s*# (.*)", block).group(1).strip()]
+
+
+@pytest.mark.parametrize("flag,text,message", [
+    ("--auth_config_file", "api_keys: [{sha256: abc, scopes: [read]}]",
+     "invalid --auth_config_file {path}: api_keys[0].sha256: expected the 64 hex digits of the key's SHA-256"),
+    ("--rest_api_ssl_config_file", 'server_key: "not a key" server_cert: "nor a certificate"',
+     "server_key / server_cert do not load"),
+])
+def test_unusable_security_files_stop_the_start(env, tmp_path, flag, text, message):
+    path = tmp_path / "file"
+    path.write_text(text)
+    code, output = run_to_exit(f"--model_config_file={env['dir'] / 'models.config'}", f"{flag}={path}")
+    assert code == 255
+    assert "Failed to start server. Error: " in output and message.format(path=path) in output
+    assert "Traceback" not in output

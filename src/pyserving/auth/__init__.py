@@ -64,9 +64,9 @@ class Security:
         if options.auth_config_file:
             try:
                 text, config = _read_auth_config(options.auth_config_file)
+                guard = Guard(config, denials=denials)
             except AuthConfigError as exc:
                 raise StartupError(f"Failed to start server. Error: invalid --auth_config_file {exc}") from None
-            guard = Guard(config, denials=denials)
         return cls(
             guard=guard, auth_path=options.auth_config_file, auth_text=text,
             rest_tls=TlsFile(options.rest_api_ssl_config_file, "rest_api_ssl_config_file")
@@ -97,7 +97,10 @@ class Security:
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self._poll_wait_seconds)
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # a bug must not end the polling: the next round tries again
+                log.exception("Rereading the security files failed")
 
     async def poll(self) -> None:
         """Reread every file once (off the loop) and apply what changed."""
@@ -112,10 +115,10 @@ class Security:
                 return
             self._auth_text = text  # a broken file is reported once, not at every poll
             config = parse_auth_config(text)
+            await self.guard.reload(config)
         except (OSError, UnicodeDecodeError, AuthConfigError) as exc:
             log.error("--auth_config_file %s not reloaded, the current rules stay: %s", self._auth_path, exc)
             return
-        await self.guard.reload(config)
         log.info("Auth config reloaded from %s: %d API key(s), JWT %s, %d client certificate name(s)",
                  self._auth_path, len(config.api_keys), "on" if config.jwt else "off",
                  len(config.client_certificates))

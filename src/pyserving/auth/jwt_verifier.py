@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pyserving.auth.config import JwtSettings
+from pyserving.auth.config import AuthConfigError, JwtSettings
 from pyserving.sources import stores
 
 __all__ = ["Principal", "InvalidToken", "JwtVerifier", "CACHE_SIZE"]
@@ -57,7 +57,10 @@ def _read_url(url: str) -> str:
 
 class JwtVerifier:
     def __init__(self, settings: JwtSettings, *, fetch_url: Callable[[str], str] = _read_url) -> None:
-        import jwt  # the `auth` extra
+        try:
+            import jwt  # the `auth` extra
+        except ImportError:
+            raise AuthConfigError("jwt: verifying tokens needs PyJWT (pip install 'pyserving[auth]')") from None
 
         self._jwt = jwt
         self.settings = settings
@@ -144,7 +147,7 @@ class JwtVerifier:
         jwt = self._jwt
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(f"malformed token: {exc}") from None
         kid = header.get("kid")
         if not isinstance(kid, (str, type(None))):
@@ -162,7 +165,7 @@ class JwtVerifier:
         try:
             claims = jwt.decode(token, key, algorithms=algorithms, audience=s.audience, issuer=s.issuer,
                                 leeway=s.leeway_seconds, options={"require": ["exp", "iss", "aud"]})
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:  # whatever a forged token makes it raise
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
         principal = self._principal(claims)
         if len(self._cache) >= CACHE_SIZE:

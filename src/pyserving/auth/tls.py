@@ -18,6 +18,7 @@ import logging
 import os
 import ssl
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,9 @@ class TlsFile:
         except TlsError as exc:
             raise StartupError(f"Failed to start server. Error: {exc}") from None
         self._rest: _ReloadingContext | None = None
-        self._grpc_pending: Any = None
+        self._grpc_started = False
+        self._grpc_lock = threading.Lock()  # gRPC's handshake thread takes what a poll leaves
+        self._grpc_pending: Any = None  # guarded by _grpc_lock
 
     def poll(self) -> bool:
         """Reread the file (blocking: off the loop); True when new material applies. A file
@@ -137,8 +140,10 @@ class TlsFile:
         self._text, self.material = text, material
         if self._rest is not None:
             self._rest.current = server_context(material)
-        if self._grpc_pending is not None or self._grpc_started:
-            self._grpc_pending = self._grpc_configuration(material)
+        if self._grpc_started:
+            configuration = self._grpc_configuration(material)
+            with self._grpc_lock:
+                self._grpc_pending = configuration
         log.info("TLS material reloaded from %s (--%s): new connections use it", self.path, self.flag)
         return True
 
@@ -150,8 +155,6 @@ class TlsFile:
         return self._rest
 
     # -- gRPC -------------------------------------------------------------------------------
-    _grpc_started = False
-
     @staticmethod
     def _grpc_configuration(material: TlsMaterial) -> Any:
         import grpc
@@ -162,7 +165,8 @@ class TlsFile:
 
     def _fetch_grpc_configuration(self) -> Any:
         # called by gRPC before each handshake, on its own thread: None keeps the current one
-        pending, self._grpc_pending = self._grpc_pending, None
+        with self._grpc_lock:
+            pending, self._grpc_pending = self._grpc_pending, None
         return pending
 
     def grpc_credentials(self) -> Any:

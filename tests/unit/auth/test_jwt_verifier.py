@@ -79,7 +79,10 @@ def test_alg_none_and_hs256_with_the_public_key(issuer, tmp_path):
         await verifier.refresh()
         await verifier.verify(token)
 
-    for token in (confused, none, "not.a.token"):
+    garbage = [f"{b64(h)}.{body}.{b64(b'x')}" for h in (
+        b"[]", b'{"alg": ["RS256"], "kid": "k1"}', b'{"alg": "RS256", "kid": 5}', b'{"alg": "RS256", "kid": "k1",'
+        b' "crit": ["x"]}', b"\xff\xfe", b'{"alg": "RS256", "kid": "k1", "b64": false}')]
+    for token in (confused, none, "not.a.token", "..", "a..b", *garbage):
         with pytest.raises(InvalidToken):
             run(go(token))
 
