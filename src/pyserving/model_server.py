@@ -14,6 +14,7 @@ loading waits for it within its deadline. The initial load failing raises `Start
 Parts, each usable alone: `core` (ServerCore: sources, the aspired-versions manager),
 `service` (PredictionService: the one data plane every front end calls), `gate`
 (admission: drain and per-model bounds), `metrics`, `health`, `budget`, `batching`,
+`security` (TLS material, the authentication guard, the reload path allowlist: `auth/`),
 `rest_app` (the ASGI app, None without REST) and the started `front_ends`.
 
 Drain in detail: at the stop request readiness turns false (`/readyz` 503, gRPC health

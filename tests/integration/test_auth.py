@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     get_model_status_pb2,
@@ -132,7 +133,7 @@ def bearer(key: str | None) -> list[tuple[str, str]]:
 def grpc_predict(ch: grpc.Channel, key: str | None, model: str = "half_plus_two"):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
-    request.inputs["x"].CopyFrom(__import__("tensorflow").make_tensor_proto([1.0, 2.0], shape=[2]))
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0, 2.0], shape=[2]))
     return prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request, metadata=bearer(key), timeout=30)
 
 

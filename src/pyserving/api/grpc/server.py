@@ -14,7 +14,10 @@ a request whose bytes do not parse answers INVALID_ARGUMENT.
 Listeners, as TF Serving's `server.cc`: `0.0.0.0:<--port>` unless the port is 0, and
 `unix:<--grpc_socket_path>` if set (a stale socket file left by a dead server is removed;
 a live one, or a non-socket file, is a startup error). `--ssl_config_file` (text
-`SSLConfig` with PEM contents) secures both with TLS, mutual TLS when `client_verify`.
+`SSLConfig` with PEM contents) secures both with TLS, mutual TLS when `client_verify`; the
+file is reread while serving and a new certificate serves new connections (`auth/tls.py`).
+With `--auth_config_file`, every method but the health checks asks the guard first
+(`_access.py`: scopes per method).
 
 Channel arguments: max send/receive message size INT32_MAX (TF Serving's
 `SetMaxMessageSize`), `grpc.so_reuseport=0` so that a port already in use is a clear

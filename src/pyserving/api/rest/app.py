@@ -1,5 +1,7 @@
 """The REST front end: an ASGI app serving TF Serving's `/v1/models/...` API.
 
+With a `guard` (`--auth_config_file`), every request but the health probes is checked
+first (`_access.py`: the scope each path needs; 401/403/429 answered there).
 It only routes, decodes, delegates to `PredictionService` and encodes; JSON rules live
 in `request_json` (bodies in) and `response_json` (bodies out). Large bodies are parsed on
 a worker thread so the loop never blocks on them; model execution and tensor encoding run
