@@ -72,7 +72,6 @@ class JwtVerifier:
         self._last_fetch = float("-inf")
         self._tried_kids: dict[str, None] = {}
         self._task: asyncio.Task[None] | None = None
-        self.fetches = 0
 
     # -- the key set ------------------------------------------------------------------------
     def _load_keys(self) -> dict[str | None, tuple[Any, dict[str, Any]]]:
@@ -107,7 +106,6 @@ class JwtVerifier:
     async def _fetch(self) -> None:
         try:
             self._last_fetch = time.monotonic()
-            self.fetches += 1
             keys = await asyncio.to_thread(self._load_keys)
         except Exception as exc:  # an unreachable provider: keep what we have
             source = self.settings.jwks_url or self.settings.jwks_file or self.settings.public_key_file
