@@ -7,7 +7,9 @@
 
 ``--method`` names another unary gRPC method (the Open Inference Protocol's
 ``/inference.GRPCInferenceService/ModelInfer`` with a serialized `ModelInferRequest`);
-``--header 'Name: value'`` adds an HTTP header (and may replace the JSON content type).
+``--header 'Name: value'`` adds an HTTP header (and may replace the JSON content type),
+``--metadata 'name: value'`` a gRPC metadata entry; ``--tls-ca ca.pem`` speaks TLS (HTTPS,
+gRPC over TLS) to a server whose certificate that CA signed.
 
 Each of ``--procs`` processes runs ``concurrency / procs`` callers; every caller sends the
 same pre-built request again as soon as its previous answer arrived (a closed loop, like
@@ -41,17 +43,30 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------------------- gRPC
 
+_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
-async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, end_at: float,
-                       timeout: float, method: str = PREDICT_METHOD) -> tuple[list[float], int]:
+
+def _channel(kind: object, target: str, tls_ca: str | None) -> object:
+    """`kind` is `grpc` or `grpc.aio`: a plain channel, or TLS checked against `tls_ca`."""
     import grpc
 
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    if tls_ca is None:
+        return kind.insecure_channel(target, options=_OPTIONS)  # type: ignore[attr-defined]
+    with open(tls_ca, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return kind.secure_channel(target, credentials, options=_OPTIONS)  # type: ignore[attr-defined]
+
+
+async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, end_at: float,
+                       timeout: float, method: str = PREDICT_METHOD, tls_ca: str | None = None,
+                       metadata: tuple[tuple[str, str], ...] = ()) -> tuple[list[float], int]:
+    import grpc
+
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    async with _channel(grpc.aio, target, tls_ca) as channel:  # type: ignore[attr-defined]
         call = channel.unary_unary(method)
-        await call(body, timeout=timeout)  # connect + warm
+        await call(body, timeout=timeout, metadata=metadata)  # connect + warm
 
         async def caller() -> None:
             nonlocal errors
@@ -62,7 +77,7 @@ async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, 
                 if time.time() >= end_at:
                     return
                 try:
-                    await call(body, timeout=timeout)
+                    await call(body, timeout=timeout, metadata=metadata)
                 except grpc.aio.AioRpcError:
                     errors += 1
                     continue
@@ -73,22 +88,22 @@ async def _grpc_worker(target: str, body: bytes, callers: int, start_at: float, 
 
 
 def _grpc_sequential(target: str, body: bytes, start_at: float, end_at: float,
-                     timeout: float, method: str = PREDICT_METHOD) -> tuple[list[float], int]:
+                     timeout: float, method: str = PREDICT_METHOD, tls_ca: str | None = None,
+                     metadata: tuple[tuple[str, str], ...] = ()) -> tuple[list[float], int]:
     import grpc
 
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     latencies: list[float] = []
     errors = 0
-    with grpc.insecure_channel(target, options=options) as channel:
+    with _channel(grpc, target, tls_ca) as channel:  # type: ignore[attr-defined]
         call = channel.unary_unary(method)
         for _ in range(20):
-            call(body, timeout=timeout)
+            call(body, timeout=timeout, metadata=metadata)
         while time.time() < start_at:
             time.sleep(0.001)
         while time.time() < end_at:
             t0 = time.perf_counter()
             try:
-                call(body, timeout=timeout)
+                call(body, timeout=timeout, metadata=metadata)
             except grpc.RpcError:
                 errors += 1
                 continue
@@ -100,8 +115,9 @@ def _grpc_sequential(target: str, body: bytes, start_at: float, end_at: float,
 
 
 async def _http_caller(host: str, port: int, request: bytes, start_at: float, end_at: float,
-                       latencies: list[float], errors: list[int]) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+                       latencies: list[float], errors: list[int], tls: object = None) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls,
+                                                   server_hostname="localhost" if tls is not None else None)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -129,7 +145,8 @@ async def _http_caller(host: str, port: int, request: bytes, start_at: float, en
 
 
 async def _http_worker(target: str, path: str, body: bytes, callers: int, start_at: float,
-                       end_at: float, headers: tuple[str, ...] | list[str] = ()) -> tuple[list[float], int]:
+                       end_at: float, headers: tuple[str, ...] | list[str] = (),
+                       tls_ca: str | None = None) -> tuple[list[float], int]:
     host, _, port = target.rpartition(":")
     fields = {"content-type": "Content-Type: application/json"}
     for header in headers:
@@ -140,8 +157,13 @@ async def _http_worker(target: str, path: str, body: bytes, callers: int, start_
     ).encode() + body
     latencies: list[float] = []
     errors = [0]
+    tls = None
+    if tls_ca is not None:
+        import ssl
+
+        tls = ssl.create_default_context(cafile=tls_ca)
     await asyncio.gather(*(
-        _http_caller(host, int(port), request, start_at, end_at, latencies, errors)
+        _http_caller(host, int(port), request, start_at, end_at, latencies, errors, tls)
         for _ in range(callers)
     ))
     return latencies, errors[0]
@@ -161,13 +183,16 @@ def _worker(args: argparse.Namespace, callers: int, start_at: float, end_at: flo
     except ImportError:
         pass
     if args.protocol == "grpc":
+        metadata = tuple((k.strip().lower(), v.strip()) for k, _, v in (m.partition(":") for m in args.metadata))
         if args.sequential:
-            result = _grpc_sequential(args.target, body, start_at, end_at, args.timeout, args.method)
+            result = _grpc_sequential(args.target, body, start_at, end_at, args.timeout, args.method, args.tls_ca,
+                                      metadata)
         else:
             result = asyncio.run(_grpc_worker(args.target, body, callers, start_at, end_at, args.timeout,
-                                              args.method))
+                                              args.method, args.tls_ca, metadata))
     else:
-        result = asyncio.run(_http_worker(args.target, args.path, body, callers, start_at, end_at, args.header))
+        result = asyncio.run(_http_worker(args.target, args.path, body, callers, start_at, end_at, args.header,
+                                          args.tls_ca))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out.send((result[0], result[1], usage.ru_utime + usage.ru_stime))
     out.close()
@@ -187,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential", action="store_true")
     ap.add_argument("--method", default=PREDICT_METHOD, help="the unary gRPC method to call")
     ap.add_argument("--header", action="append", default=[], help="an HTTP header, 'Name: value'")
+    ap.add_argument("--metadata", action="append", default=[], help="a gRPC metadata entry, 'name: value'")
+    ap.add_argument("--tls-ca", default=None, help="speak TLS, trusting this CA's PEM file")
     args = ap.parse_args(argv)
     procs = 1 if args.sequential else max(1, min(args.procs, args.concurrency))
     start_at = time.time() + args.warmup + 0.5 + 0.3 * procs

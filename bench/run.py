@@ -207,17 +207,20 @@ class Server:
                 raise RuntimeError(f"{self.name} exited; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} not AVAILABLE within {timeout}s; see {self.log_path}")
-            try:
-                status, body = http_request("GET", self.rest_port, f"/v1/models/{pending[0]}", timeout=2)
-                if status == 200 and b'"AVAILABLE"' in body:
-                    pending.pop(0)
-                    continue
-            except OSError:
-                pass
+            if self.available(pending[0]):
+                pending.pop(0)
+                continue
             time.sleep(0.02)
         self.start_seconds = time.perf_counter() - t0
         time.sleep(1.0)  # let startup work (gc.freeze, first polls) finish before measuring memory
         self.rss_idle = rss_mib(self.proc.pid)[0]
+
+    def available(self, model: str) -> bool:
+        try:
+            status, body = http_request("GET", self.rest_port, f"/v1/models/{model}", timeout=2)
+        except OSError:
+            return False
+        return status == 200 and b'"AVAILABLE"' in body
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -331,10 +334,12 @@ def header_length(body: Path) -> int | None:
     return int(hlen.read_text()) if hlen.exists() else None
 
 
-def run_wrk(port: int, path: str, body: Path, conns: int, duration: float) -> dict[str, float]:
+def run_wrk(port: int, path: str, body: Path, conns: int, duration: float, *, scheme: str = "http",
+            headers: tuple[str, ...] = ()) -> dict[str, float]:
     seconds = max(1, round(duration))  # wrk takes whole seconds
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "60s",
-           "-s", str(BENCH / "post.lua"), f"http://127.0.0.1:{port}{path}"]
+           *(arg for h in headers for arg in ("-H", h)),
+           "-s", str(BENCH / "post.lua"), f"{scheme}://127.0.0.1:{port}{path}"]
     env = {**os.environ, "BODY_FILE": str(body)}
     hlen = header_length(body)
     if hlen is not None:
@@ -361,7 +366,7 @@ def run_wrk(port: int, path: str, body: Path, conns: int, duration: float) -> di
 
 
 def run_loadgen(protocol: str, port: int, body: Path, conns: int, duration: float, path: str = "/",
-                method: str | None = None) -> dict[str, float]:
+                method: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, float]:
     procs = 1 if conns == 1 else 4
     cmd = [PY, str(BENCH / "loadgen.py"), protocol, "--target", f"127.0.0.1:{port}", "--path", path,
            "--body", str(body), "--concurrency", str(conns), "--procs", str(procs),
@@ -374,6 +379,7 @@ def run_loadgen(protocol: str, port: int, body: Path, conns: int, duration: floa
                 f"Inference-Header-Content-Length: {hlen}"]
     if conns == 1 and protocol == "grpc":
         cmd.append("--sequential")
+    cmd += extra
     out = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
@@ -620,9 +626,11 @@ def grpc_request(model, alias, x):
 one = images(1)
 (work / "mnist_json").write_text(json.dumps({"instances": one.tolist()}))
 (work / "mnist_bin").write_bytes(grpc_request("mnist", "input_image", one))
-many = images(10000)
-(work / "mnist_10k_json").write_text(json.dumps({"instances": many.tolist()}))
-(work / "mnist_10k_bin").write_bytes(grpc_request("mnist", "input_image", many))
+big = sys.argv[3] == "1"
+if big:
+    many = images(10000)
+    (work / "mnist_10k_json").write_text(json.dumps({"instances": many.tolist()}))
+    (work / "mnist_10k_bin").write_bytes(grpc_request("mnist", "input_image", many))
 
 # The same images over the Open Inference Protocol (V2): JSON, binary data (every output
 # binary too, as tritonclient asks by default), gRPC raw_input_contents.
@@ -636,7 +644,8 @@ def v2_binary(name, x):
 (work / "mnist_v2_json").write_text(json.dumps({"inputs": [
     {"name": "input_image", "shape": list(one.shape), "datatype": "FP32", "data": one.reshape(-1).tolist()}]}))
 v2_binary("mnist_v2_bin", one)
-v2_binary("mnist_10k_v2_bin", many)
+if big:
+    v2_binary("mnist_10k_v2_bin", many)
 r = ModelInferRequest(model_name="mnist")
 r.inputs.add(name="input_image", datatype="FP32", shape=one.shape)
 r.raw_input_contents.append(one.tobytes())
@@ -647,12 +656,13 @@ x = np.array([[1.0]], np.float32)
 """
 
 
-def prepare(work: Path) -> dict[str, Path]:
+def prepare(work: Path, *, big: bool = True) -> dict[str, Path]:
+    """The models and payloads; without `big`, no 10,000-image payloads."""
     log("generating models and payloads")
-    subprocess.run([PY, "-c", PREPARE, str(work), str(REPO)], check=True,
+    subprocess.run([PY, "-c", PREPARE, str(work), str(REPO), "1" if big else "0"], check=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True)
-    names = ("mnist_json", "mnist_bin", "mnist_10k_json", "mnist_10k_bin", "half_plus_two_json", "half_plus_two_bin",
-             "mnist_v2_json", "mnist_v2_bin", "mnist_10k_v2_bin", "mnist_v2_grpc")
+    names = ("mnist_json", "mnist_bin", "half_plus_two_json", "half_plus_two_bin", "mnist_v2_json", "mnist_v2_bin",
+             "mnist_v2_grpc", *(("mnist_10k_json", "mnist_10k_bin", "mnist_10k_v2_bin") if big else ()))
     return {n: work / n for n in names}
 
 

@@ -14,6 +14,9 @@
 set -euo pipefail
 
 #
+# --model_base_path_allowlist (pyserving's own): a HandleReloadConfigRequest may point models
+# only under MODEL_BASE_PATH, the models' mount (a later `--model_base_path_allowlist=` lifts it).
+#
 # PYSERVING_WORKERS=N (pyserving's own) adds --workers=N: N worker processes on the same
 # ports (0: one per core the container may use); unset, one process as TF Serving runs.
 MODEL_NAME="${MODEL_NAME:-model}"
@@ -24,5 +27,6 @@ exec tensorflow_model_server \
   --rest_api_port=8501 \
   --model_name="${MODEL_NAME}" \
   --model_base_path="${MODEL_BASE_PATH%/}/${MODEL_NAME}" \
+  --model_base_path_allowlist="${MODEL_BASE_PATH%/}" \
   ${PYSERVING_WORKERS:+"--workers=${PYSERVING_WORKERS}"} \
   "$@"

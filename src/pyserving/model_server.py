@@ -14,6 +14,7 @@ loading waits for it within its deadline. The initial load failing raises `Start
 Parts, each usable alone: `core` (ServerCore: sources, the aspired-versions manager),
 `service` (PredictionService: the one data plane every front end calls), `gate`
 (admission: drain and per-model bounds), `metrics`, `health`, `budget`, `batching`,
+`security` (TLS material, the authentication guard, the reload path allowlist: `auth/`),
 `rest_app` (the ASGI app, None without REST) and the started `front_ends`.
 
 Drain in detail: at the stop request readiness turns false (`/readyz` 503, gRPC health
@@ -37,6 +38,7 @@ import os
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
+from pyserving.auth import Security
 from pyserving.core.servable_id import ServableId
 from pyserving.core.servable_state import ManagerState, ServableState
 from pyserving.errors import Code, ServingError, StartupError
@@ -254,7 +256,7 @@ def listening_summary(options: ServerOptions, rest: bool, metrics_path: str | No
     if not options.port and not options.grpc_socket_path:
         off.append("gRPC (--port=0)")
     if rest:
-        on.append(f"REST on 0.0.0.0:{options.rest_api_port}")
+        on.append(f"REST on 0.0.0.0:{options.rest_api_port}" + (" with TLS" if options.rest_api_ssl_config_file else ""))
         if metrics_path:
             on.append(f"Prometheus metrics at {metrics_path} on the REST port")
         else:
@@ -313,6 +315,7 @@ class Server:
         loader_options["on_warmup"] = lambda path, status, latency_us, records: self.metrics.record_warmup(
             path, status, latency_us / 1e6, records)
         self.prometheus = _prometheus_exporter(options, self.metrics)
+        self.security = Security.from_options(options, self.metrics.auth_denied)
         # Threads start last: everything above may still refuse the options.
         self.batching = start_batching(batching_config) if batching_config is not None else None
         self.core = ServerCore(CoreOptions(
@@ -345,7 +348,8 @@ class Server:
         self.budget = MemoryBudget(options.max_request_tensor_bytes, options.max_in_flight_tensor_bytes)
         self.service = PredictionService(core, metrics=metrics, gate=self.gate, budget=self.budget,
                                          control=self.control,
-                                         method_name_check=options.enable_signature_method_name_check)
+                                         method_name_check=options.enable_signature_method_name_check,
+                                         base_path_allowlist=self.security.allowlist)
         if self.batching is not None:  # batching metrics (TF's batching_session/* and ours)
             from pyserving.batching import MetricsObserver
 
@@ -357,6 +361,7 @@ class Server:
 
             self.rest_app = build_rest_app(options, self.service)
             self.rest_app.extra_routes.update(self.health.routes())  # /healthz, /readyz
+            self.rest_app.guard = self.security.guard
             from pyserving.api.rest.v2 import OpenInferenceRest
 
             # The Open Inference Protocol (KServe V2) beside TF Serving's API
@@ -382,6 +387,7 @@ class Server:
         if options.rest_api_port and options.rest_api_port == options.port:
             log.error("--rest_api_port cannot be the same as --port; REST is not started")
         supervisor = self.supervisor
+        await self.security.start()
         if supervisor is None or not supervisor.bind_when_ready:
             await self._open_front_ends()
         await self.core.start(self.models, None if supervisor is None else supervisor.initial_names)
@@ -393,11 +399,14 @@ class Server:
             from pyserving.api.rest.server import RestFrontEnd
 
             sock = self.supervisor.rest_socket() if self.supervisor is not None else None
-            self.front_ends["rest"] = await RestFrontEnd.start(options, self.rest_app, sock=sock)
+            tls = self.security.rest_tls
+            self.front_ends["rest"] = await RestFrontEnd.start(
+                options, self.rest_app, sock=sock, ssl_context=tls.rest_context() if tls is not None else None)
         from pyserving.api.grpc.server import GrpcFrontEnd
 
         grpc_front = await GrpcFrontEnd.start(options, self.service, metric_value=self.metrics.value,
-                                              reuse_port=worker, readiness=self.health.readiness)
+                                              reuse_port=worker, readiness=self.health.readiness,
+                                              security=self.security)
         if grpc_front is not None:
             self.front_ends["grpc"] = grpc_front
         for name, front in self.front_ends.items():
@@ -487,6 +496,7 @@ class Server:
             for front in self.front_ends.values():
                 front.should_exit = True
             self.health.stop()
+            await self.security.stop()
             for task in self._tasks:
                 if task.get_name() in ("health", "config-poll"):
                     task.cancel()

@@ -88,6 +88,19 @@ class ServerOptions:
         0, "Controls the number of operators that can be executed simultaneously")
     use_alts_credentials: bool = flag(False, "Use Google ALTS credentials", inert=True)
     ssl_config_file: str = flag("", "If non-empty, read an ascii SSLConfig protobuf for gRPC TLS")
+    rest_api_ssl_config_file: str = flag(
+        "", "pyserving: if non-empty, read an ascii SSLConfig protobuf (the format of --ssl_config_file) for REST "
+        "TLS (TLS 1.2+, mutual TLS when client_verify)")
+    auth_config_file: str = flag(
+        "", "pyserving: if non-empty, a YAML or JSON file of API keys (SHA-256 digests), JWT settings and client "
+        "certificate names with their scopes (infer, read, admin); every request but health probes then needs "
+        "credentials (empty: no authentication, TF Serving's behaviour)")
+    security_files_poll_wait_seconds: float = flag(
+        10.0, "pyserving: interval in seconds between reads of --auth_config_file, --ssl_config_file and "
+        "--rest_api_ssl_config_file; a changed file applies to new requests and connections (0: read once)")
+    model_base_path_allowlist: str = flag(
+        "", "pyserving: comma-separated roots (directories or store URLs) that base paths of a config reload "
+        "request must stay under, symlinks and .. resolved (empty: no restriction, TF Serving's behaviour)")
     platform_config_file: str = flag("", "If non-empty, read an ascii PlatformConfigMap protobuf", inert=True)
     per_process_gpu_memory_fraction: float = flag(0.0, "Fraction of GPU memory each process may use")
     saved_model_tags: str = flag("serve", "Comma-separated set of tags of the MetaGraphDef to load")

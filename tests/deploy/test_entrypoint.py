@@ -63,13 +63,15 @@ def options_of(argv: list[str]):
 
 def test_defaults_match_tf_serving_image(fake_bin):
     _, argv = run_entrypoint(fake_bin)
-    assert argv == ["--port=8500", "--rest_api_port=8501", "--model_name=model", "--model_base_path=/models/model"]
+    assert argv == ["--port=8500", "--rest_api_port=8501", "--model_name=model", "--model_base_path=/models/model",
+                    "--model_base_path_allowlist=/models"]
 
 
 def test_model_name_and_base_path_from_env(fake_bin):
     _, argv = run_entrypoint(fake_bin, env={"MODEL_NAME": "digits", "MODEL_BASE_PATH": "/srv/models"})
     options = options_of(argv)
     assert (options.model_name, options.model_base_path) == ("digits", "/srv/models/digits")
+    assert options.model_base_path_allowlist == "/srv/models"  # reloads stay on the models' mount
     _, argv = run_entrypoint(fake_bin, env={"MODEL_NAME": "m", "MODEL_BASE_PATH": "/srv/models/"})
     assert options_of(argv).model_base_path == "/srv/models/m"  # no "//"
 
@@ -92,8 +94,9 @@ def test_workers_from_env(fake_bin):
 def test_arguments_are_appended_verbatim(fake_bin):
     extra = ["--enable_batching", "--batching_parameters_file=/cfg/batching params.txt", "--rest_api_timeout_in_ms=5000"]
     _, argv = run_entrypoint(fake_bin, *extra)
-    assert argv[:4] == ["--port=8500", "--rest_api_port=8501", "--model_name=model", "--model_base_path=/models/model"]
-    assert argv[4:] == extra  # a value with a space stays one argument
+    assert argv[:5] == ["--port=8500", "--rest_api_port=8501", "--model_name=model", "--model_base_path=/models/model",
+                        "--model_base_path_allowlist=/models"]
+    assert argv[5:] == extra  # a value with a space stays one argument
 
 
 def test_a_later_flag_wins(fake_bin):

@@ -240,3 +240,43 @@ def test_alert_rules_query_only_exported_metrics():
     queried = {m for a in alerts for m in METRIC.findall(a["expr"])}
     known = exported_series()
     assert queried and queried <= known, queried - known
+
+
+def secure_overlay() -> tuple[dict, dict]:
+    """(the overlay's Kustomization, the base Deployment with its JSON patch applied)."""
+    kustomization = yaml.safe_load((K8S / "secure" / "kustomization.yaml").read_text())
+    deployment = copy.deepcopy(one("Deployment"))
+    for patch in kustomization["patches"]:
+        assert patch["target"] == {"kind": "Deployment", "name": deployment["metadata"]["name"]}
+        for op in yaml.safe_load(patch["patch"]):
+            assert op["op"] == "add"
+            *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+            node = deployment
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if last == "-":
+                node.append(op["value"])
+            else:
+                assert last not in node, op["path"]  # an add that would silently replace
+                node[last] = op["value"]
+    return kustomization, deployment
+
+
+@pytest.mark.parametrize("version", k8s_versions())
+def test_secure_overlay_validates_and_mounts_the_secret(version):
+    kustomization, deployment = secure_overlay()
+    assert kustomization["resources"] == ["../"]
+    kubernetes_validate.validate(deployment, version, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    serving = pod["containers"][0]
+    options, unknown, _ = parse_flags(serving["args"])
+    assert not unknown
+    secret = next(v for v in pod["volumes"] if "secret" in v)
+    mount = next(m for m in serving["volumeMounts"] if m["name"] == secret["name"])
+    assert mount["readOnly"] and secret["secret"]["secretName"] == "pyserving-security"
+    for path in (options.auth_config_file, options.ssl_config_file, options.rest_api_ssl_config_file):
+        assert path.startswith(mount["mountPath"] + "/")
+    assert options.model_base_path_allowlist == "/models"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert serving[probe]["httpGet"]["scheme"] == "HTTPS"
+        assert serving[probe]["httpGet"]["path"] in ("/healthz", "/readyz")  # open without credentials

@@ -35,6 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("monitoring", ("pyserving.monitoring",)),
     # The transport-neutral server: model configuration, admission, inference service.
     ("server", ("pyserving.server",)),
+    # Who may call what (credentials, scopes) and TLS material: asked by the front ends.
+    ("auth", ("pyserving.auth",)),
     # The REST and gRPC front ends.
     ("api", ("pyserving.api",)),
     (APPLICATION, ()),

@@ -29,6 +29,8 @@ Two families share one registry (see `exporter.py` for the text format):
   `pyserving_model_store_downloads_total {model, result}`, `pyserving_model_store_download_bytes_total
   {model}`, `pyserving_model_store_download_files_total {model}`,
   `pyserving_model_store_download_seconds {model}`; `result` is the canonical code (`OK` or the failure's).
+  Authentication: `pyserving_auth_denials_total {entrypoint, reason}` (reason: missing,
+  invalid, forbidden, limited).
 
 Model labels of request metrics (TF Serving's `model_name` and our `model`, in flight
 included) name only models the server knows: configured (`bind_configured`) or ever seen
@@ -373,6 +375,9 @@ class ServingMetrics:
             [], LOOP_LAG_SECONDS_BUCKETS,
         )
         self.store = StoreMetrics(self.registry, self.exposition_names)
+        self.auth_denials = self._counter(
+            "pyserving_auth_denials_total", "Requests refused by authentication or authorization, by reason "
+            "(missing, invalid, forbidden, limited).", ["entrypoint", "reason"])
         self._open: set[RequestRecord] = set()  # requests started and not finished
         self._watchdog = _WatchdogCollector(self._open)
         self.registry.register(self._watchdog)
@@ -504,6 +509,9 @@ class ServingMetrics:
             self.unload_duration.labels(name).observe(now - self._unloading_since.pop(key))
 
     # -- hooks for warmup and batching --------------------------------------------------------------
+    def auth_denied(self, entrypoint: str, reason: str) -> None:
+        self.auth_denials.labels(entrypoint, reason).inc()
+
     def record_warmup(self, model_path: str, status: str, seconds: float, records_read: int) -> None:
         """One version's warmup finished. `status` is the canonical code name ("OK",
         "INVALID_ARGUMENT", ...); `records_read` the records replayed (TF Serving's

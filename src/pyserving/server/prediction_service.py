@@ -115,10 +115,14 @@ class PredictionService:
         budget: MemoryBudget | None = None,
         control: ModelControl | Any = None,
         method_name_check: bool = False,
+        base_path_allowlist: Any = None,
     ) -> None:
         """`method_name_check`: `--enable_signature_method_name_check` (see
-        `inference.check_method_name`)."""
+        `inference.check_method_name`). `base_path_allowlist`: an object whose `check(paths)`
+        raises a ServingError for a base path a reload may not use, falsy when any will do
+        (`auth.BasePathAllowlist`)."""
         self.core = core
+        self.base_path_allowlist = base_path_allowlist
         self.method_name_check = method_name_check
         # status and config reloads: the core's own control plane, or a worker's supervisor
         self.control = control if control is not None else core
@@ -390,7 +394,10 @@ class PredictionService:
 
     async def reload_config(self, models: list[ModelConfig], *, wait_timeout: float) -> None:
         """Replace the served models (TF Serving's HandleReloadConfigRequest); one reload at
-        a time, each waiting at most `wait_timeout` for its new models to load."""
+        a time, each waiting at most `wait_timeout` for its new models to load. With
+        `base_path_allowlist` set, PERMISSION_DENIED for a base path outside its roots."""
+        if self.base_path_allowlist:
+            await asyncio.to_thread(self.base_path_allowlist.check, [m.base_path for m in models])
         async with self._reload_lock:
             await self.control.reload_config(models, wait_timeout=wait_timeout)
 

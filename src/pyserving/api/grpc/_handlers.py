@@ -58,7 +58,7 @@ def _refusing_malformed(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return handle
 
 
-def _method_handler(servicer: Any, method: Any) -> grpc.RpcMethodHandler:
+def _method_handler(servicer: Any, method: Any, guard: Any = None) -> grpc.RpcMethodHandler:
     if method.client_streaming:
         raise ValueError(f"{method.full_name}: client-streaming methods are not supported")
     request_class = message_factory.GetMessageClass(method.input_type)
@@ -67,13 +67,18 @@ def _method_handler(servicer: Any, method: Any) -> grpc.RpcMethodHandler:
     deserializer = request_class.FromString
     if inspect.iscoroutinefunction(behavior):
         behavior, deserializer = _refusing_malformed(behavior), tolerant_deserializer(request_class)
+    if guard is not None and not method.server_streaming:
+        from pyserving.api.grpc._access import guarded
+
+        behavior = guarded(behavior, guard, method.containing_service.full_name, method.name) or behavior
     make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
     return make(behavior, request_deserializer=deserializer, response_serializer=response_class.SerializeToString)
 
 
-def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
+def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor, guard: Any = None) -> None:
     """Register every method of `service` on `server`, served by `servicer`'s method of the
-    same name, as the generated `add_*Servicer_to_server` does."""
-    handlers = {method.name: _method_handler(servicer, method) for method in service.methods}
+    same name, as the generated `add_*Servicer_to_server` does. With `guard` (an
+    `auth.Guard`), each unary method checks credentials and scope first (`_access.py`)."""
+    handlers = {method.name: _method_handler(servicer, method, guard) for method in service.methods}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

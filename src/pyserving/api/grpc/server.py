@@ -14,7 +14,10 @@ a request whose bytes do not parse answers INVALID_ARGUMENT.
 Listeners, as TF Serving's `server.cc`: `0.0.0.0:<--port>` unless the port is 0, and
 `unix:<--grpc_socket_path>` if set (a stale socket file left by a dead server is removed;
 a live one, or a non-socket file, is a startup error). `--ssl_config_file` (text
-`SSLConfig` with PEM contents) secures both with TLS, mutual TLS when `client_verify`.
+`SSLConfig` with PEM contents) secures both with TLS, mutual TLS when `client_verify`; the
+file is reread while serving and a new certificate serves new connections (`auth/tls.py`).
+With `--auth_config_file`, every method but the health checks asks the guard first
+(`_access.py`: scopes per method).
 
 Channel arguments: max send/receive message size INT32_MAX (TF Serving's
 `SetMaxMessageSize`), `grpc.so_reuseport=0` so that a port already in use is a clear
@@ -47,7 +50,6 @@ import stat
 from typing import Any, Callable
 
 import grpc
-from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
@@ -58,10 +60,9 @@ from pyserving.api.grpc.servicers import ModelServicer, PredictionServicer
 from pyserving.api.grpc.v2_servicer import InferenceServicer
 from pyserving.errors import StartupError
 from pyserving.options import ServerOptions
-from pyserving.protos.config_protos import SSLConfig, parse_text
+from pyserving.auth import Security, TlsFile
 from pyserving.protos.inference_protos import INFERENCE_SERVICE
 from pyserving.server.prediction_service import PredictionService
-from pyserving.sources import stores
 
 __all__ = ["GrpcFrontEnd", "parse_channel_arguments", "load_ssl_credentials", "HEALTH_SERVICE_NAMES"]
 
@@ -97,28 +98,10 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
 
 
 def load_ssl_credentials(path: str) -> grpc.ServerCredentials:
-    """Server credentials from a text-format `SSLConfig` (local or in a model store);
-    StartupError when unusable."""
-    try:
-        config = parse_text(SSLConfig, stores.read_text(path))
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
-        raise StartupError(f"Failed to start server. Error: invalid --ssl_config_file {path}: {exc}") from None
-    if not config.server_key or not config.server_cert:
-        raise StartupError(
-            f"Failed to start server. Error: --ssl_config_file {path} must set server_key and server_cert"
-        )
-    if config.client_verify and not config.custom_ca:
-        raise StartupError(
-            f"Failed to start server. Error: --ssl_config_file {path} sets client_verify without custom_ca"
-        )
-    try:
-        return grpc.ssl_server_credentials(
-            [(config.server_key.encode(), config.server_cert.encode())],
-            root_certificates=config.custom_ca.encode() if config.custom_ca else None,
-            require_client_auth=config.client_verify,
-        )
-    except (ValueError, TypeError) as exc:
-        raise StartupError(f"Failed to start server. Error: invalid --ssl_config_file {path}: {exc}") from None
+    """Server credentials from a text-format `SSLConfig` (local or in a model store),
+    reloaded before a handshake once the file has changed (`TlsFile.poll`); StartupError
+    when unusable."""
+    return TlsFile(path, "ssl_config_file").grpc_credentials()
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -180,16 +163,21 @@ class GrpcFrontEnd:
         metric_value: Callable[[str], int] | None = None,
         reuse_port: bool = False,
         readiness: Callable[[], tuple[bool, str]] | None = None,
+        security: Security | None = None,
     ) -> GrpcFrontEnd | None:
         """Bind and start; None when neither `--port` nor `--grpc_socket_path` is set.
         `reuse_port`: worker processes share the port (SO_REUSEPORT). `readiness()`: the
         server's (ready, reason), which the Open Inference Protocol's ServerReady answers
-        (default: always ready)."""
+        (default: always ready). `security`: TLS material (`--ssl_config_file`, reloadable)
+        and the guard every service but health answers behind."""
         socket_path = options.grpc_socket_path
         if not options.port and not socket_path:
             return None
         credentials = None
-        if options.ssl_config_file:  # off the loop: the file may be in a model store
+        guard = security.guard if security is not None else None
+        if security is not None and security.grpc_tls is not None:
+            credentials = security.grpc_tls.grpc_credentials()
+        elif options.ssl_config_file:  # off the loop: the file may be in a model store
             credentials = await asyncio.to_thread(load_ssl_credentials, options.ssl_config_file)
         args: dict[str, int | str] = {
             "grpc.max_send_message_length": INT32_MAX,
@@ -207,15 +195,15 @@ class GrpcFrontEnd:
         # add_service, not the generated add_*_to_server: bytes that do not parse answer
         # INVALID_ARGUMENT (see _handlers.py).
         add_service(server, PredictionServicer(service, tensor_content=options.enable_serialization_as_tensor_content),
-                    _PREDICTION_SERVICE_DESCRIPTOR)
-        add_service(server, ModelServicer(service, metric_value=metric_value), _MODEL_SERVICE_DESCRIPTOR)
-        add_service(server, InferenceServicer(service, readiness or (lambda: (True, ""))), INFERENCE_SERVICE)
+                    _PREDICTION_SERVICE_DESCRIPTOR, guard)
+        add_service(server, ModelServicer(service, metric_value=metric_value), _MODEL_SERVICE_DESCRIPTOR, guard)
+        add_service(server, InferenceServicer(service, readiness or (lambda: (True, ""))), INFERENCE_SERVICE, guard)
         health_servicer = health.aio.HealthServicer()
         add_service(server, health_servicer, _HEALTH_SERVICE_DESCRIPTOR)
         profiler = None
         if options.enable_profiler:
             profiler = ProfilerServicer(options.profiler_dir, options.profiler_max_duration_seconds)
-            add_service(server, profiler, PROFILER_SERVICE)
+            add_service(server, profiler, PROFILER_SERVICE, guard)
         reflection.enable_server_reflection(
             (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )

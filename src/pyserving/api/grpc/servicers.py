@@ -36,6 +36,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from pyserving.api.grpc._access import request_model_name
 from pyserving.api.grpc.status import to_grpc_status, truncate
 from pyserving.errors import Code, ServingError
 from pyserving.monitoring.metrics import ServingMetrics
@@ -106,17 +107,6 @@ def _no_service() -> _NoService:
     return _NoService()
 
 
-def _model_name(request: Any) -> str:
-    if hasattr(request, "model_spec"):
-        return request.model_spec.name
-    for field in ("model_name", "name"):  # the Open Inference Protocol's requests
-        name = getattr(request, field, None)
-        if isinstance(name, str):
-            return name
-    tasks = getattr(request, "tasks", None)
-    return tasks[0].model_spec.name if tasks else ""
-
-
 def rpc(method: Method) -> Method:
     """Run a servicer method; map `ServingError` and unexpected exceptions to a status.
 
@@ -131,7 +121,7 @@ def rpc(method: Method) -> Method:
         service = getattr(self, "_service", None)
         if service is None:  # a bare servicer: error mapping only
             service = _no_service()
-        model = _model_name(request)
+        model = request_model_name(request)
         admission = service.begin("grpc", api, model, tf_api)
         error: ServingError | None = None
         try:

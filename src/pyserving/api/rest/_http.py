@@ -34,6 +34,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from pyserving.auth.tls import peer_names_of
+
 # How long a connection with nothing answered yet may still deliver its request once the
 # server stops (see `HttpProtocol.shutdown`).
 _FIRST_REQUEST_GRACE_SECONDS = 2.0
@@ -118,6 +120,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._fresh = True  # nothing received yet
         self._closing = False  # the server is stopping: answer what is on its way, then close
+        # A verified client certificate's names (mutual TLS), for authentication
+        self._peer_names: list[str] | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._peer_names = peer_names_of(ssl_object.getpeercert())
 
     # -- limits -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -150,6 +157,8 @@ class HttpProtocol(HttpToolsProtocol):
             raise _HeadRejected
         self._head_bytes = None
         self._header_count = 0
+        if self._peer_names:
+            self.scope["pyserving.peer_names"] = self._peer_names  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
         if self._closing and self.cycle is not None:
             self.cycle.keep_alive = False

@@ -1,5 +1,7 @@
 """The REST front end: an ASGI app serving TF Serving's `/v1/models/...` API.
 
+With a `guard` (`--auth_config_file`), every request but the health probes is checked
+first (`_access.py`: the scope each path needs; 401/403/429 answered there).
 It only routes, decodes, delegates to `PredictionService` and encodes; JSON rules live
 in `request_json` (bodies in) and `response_json` (bodies out). Large bodies are parsed on
 a worker thread so the loop never blocks on them; model execution and tensor encoding run
@@ -20,6 +22,7 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 
 from pyserving.api.rest import request_json, response_json
+from pyserving.api.rest._access import authorize
 from pyserving.api.rest._body import (
     INT64_DIGITS,
     BodyTooLarge,
@@ -33,6 +36,7 @@ from pyserving.api.rest._body import (
 from pyserving.api.rest._rapidjson import INT64_MAX
 from pyserving.api.rest._raw_array import Chunks
 from pyserving.api.rest.errors import http_status
+from pyserving.auth import Guard
 from pyserving.errors import Code, RequestTooLargeError, ServingError
 from pyserving.server.admission import Admission
 from pyserving.server.budget import Claim
@@ -91,6 +95,8 @@ class RestApp:
         # Other APIs on the same port: path prefix (e.g. "/v2") -> ASGI app serving every path
         # under it. They see the CORS headers this app answers with in `cors_headers`.
         self.mounts: dict[str, Callable[[dict[str, Any], Receive, Send], Awaitable[None]]] = {}
+        # Authentication and scopes (`auth.Guard`); None: every request is let in.
+        self.guard: Guard | None = None
 
     @property
     def cors_headers(self) -> list[tuple[bytes, bytes]]:
@@ -108,6 +114,9 @@ class RestApp:
         method = scope["method"]
         if self.options.access_log:
             access_log.info("%s %s started", method, path)
+        if self.guard is not None and not await authorize(self.guard, scope, method, path, send, self._headers[1:]):
+            self._log_end(method, path, "denied")
+            return
         extra = self.extra_routes.get(path)
         if extra is not None:
             status, headers, body = await extra()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 
 import uvicorn
 
@@ -83,9 +84,10 @@ class RestFrontEnd:
         self._task = task
 
     @classmethod
-    async def start(cls, options: ServerOptions, app: RestApp, *, sock: socket.socket | None = None) -> RestFrontEnd:
+    async def start(cls, options: ServerOptions, app: RestApp, *, sock: socket.socket | None = None,
+                    ssl_context: ssl.SSLContext | None = None) -> RestFrontEnd:
         """Bind `--rest_api_port`, or serve `sock`, a listening socket a worker process
-        was given by its supervisor."""
+        was given by its supervisor. With `ssl_context`, HTTPS only."""
         sock = bind(options.rest_api_port) if sock is None else sock
         config = uvicorn.Config(
             app, lifespan="off", access_log=False, log_config=None,
@@ -100,9 +102,13 @@ class RestFrontEnd:
             timeout_graceful_shutdown=options.shutdown_grace_seconds,  # type: ignore[arg-type]
             timeout_keep_alive=75,
         )
+        if ssl_context is not None:
+            config.load()
+            config.ssl = ssl_context  # ours: PEM contents rather than files, reloaded when they change
         server = _Uvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="rest")
-        log.info("Exporting HTTP/REST API at:localhost:%d ...", options.rest_api_port)
+        log.info("Exporting HTTP/REST API at:localhost:%d%s ...", options.rest_api_port,
+                 " with TLS" if ssl_context is not None else "")
         return cls(server, task)
 
     async def set_health(self, serving: bool) -> None:
