@@ -482,7 +482,8 @@ def test_readme_security_example_runs(env, secure):
     assert blocks
     for block in blocks:
         code = block.replace('"ca.pem"', repr(str(env["dir"] / "ca.pem"))) \
-                    .replace("localhost:8500", f"localhost:{secure.grpc_port}").replace("my-api-key", INFER)
+                    .replace("localhost:8500", f"localhost:{secure.grpc_port}") \
+                    .replace("localhost:8501", f"localhost:{secure.rest_port}").replace("my-api-key", INFER)
         printed: list[str] = []
         exec(compile(code, "README.md", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})  # noqa: S102
         assert printed == [re.search(r"print\(.*\)\s*# (.*)", block).group(1).strip()]

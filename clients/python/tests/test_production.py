@@ -125,3 +125,60 @@ def test_grpc_with_a_client_certificate(tls_servers, certificates):
     with Client(mtls.grpc_target, tls=TLS(ca_file=str(c / "ca.pem")), timeout=2, retry=Retry(attempts=1)) as anon:
         with pytest.raises(UnavailableError):
             anon.predict("hpt", [1.0])
+
+
+KEYS = {"everything": ["infer", "read", "admin"], "infer-only": ["infer"]}
+
+
+@pytest.fixture(scope="module")
+def secure(models, certificates, tmp_path_factory):
+    """TLS on both ports (`--ssl_config_file`, `--rest_api_ssl_config_file`) and API keys."""
+    import hashlib
+
+    auth = tmp_path_factory.mktemp("auth") / "auth.yaml"
+    auth.write_text("api_keys:\n" + "".join(
+        f'  - sha256: "{hashlib.sha256(key.encode()).hexdigest()}"\n    scopes: [{", ".join(scopes)}]\n'
+        for key, scopes in KEYS.items()))
+    tls = certificates / "tls.pbtxt"
+    with pyserving(f"--model_config_file={models / 'models.config'}", f"--ssl_config_file={tls}",
+                   f"--rest_api_ssl_config_file={tls}", f"--auth_config_file={auth}") as process:
+        yield process
+
+
+@pytest.fixture(params=["grpc", "rest"])
+def secure_target(request, secure) -> str:
+    return secure.grpc_target if request.param == "grpc" else f"https://127.0.0.1:{secure.rest_port}"
+
+
+def test_api_key_in_headers_over_tls(secure_target, certificates):
+    from pyserving_client import UnauthenticatedError
+
+    tls = TLS(ca_file=str(certificates / "ca.pem"))
+    with Client(secure_target, tls=tls, headers={"Authorization": "Bearer everything"}) as client:
+        assert client.predict("hpt", [1.0])["y"].tolist() == [2.5]
+        assert client.status("hpt")[0].state == "AVAILABLE"
+    with Client(secure_target, tls=tls) as anonymous, pytest.raises(UnauthenticatedError):
+        anonymous.predict("hpt", [1.0])
+
+
+def test_a_key_that_may_only_infer(secure_target, certificates):
+    """Predict works with a key lacking `read`, which the signature lookup needs: over REST
+    the answer then keeps JSON's own types, and a single output, which TF Serving's JSON
+    leaves unnamed, is called "outputs". Status is refused."""
+    from pyserving_client import PermissionDeniedError
+
+    tls = TLS(ca_file=str(certificates / "ca.pem"))
+    with Client(secure_target, tls=tls, headers={"authorization": "Bearer infer-only"}) as client:
+        outputs = client.predict("hpt", {"x": np.array([[1.0]], np.float32)})
+        if secure_target.startswith("https"):
+            assert outputs["outputs"].tolist() == [[2.5]]
+        else:
+            assert outputs["y"].dtype == np.float32 and outputs["y"].tolist() == [[2.5]]
+        with pytest.raises(PermissionDeniedError):
+            client.status("hpt")
+
+
+def test_https_without_the_ca_is_refused(secure):
+    with Client(f"https://127.0.0.1:{secure.rest_port}", retry=Retry(attempts=1)) as client:
+        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            client.predict("hpt", [1.0])
