@@ -11,7 +11,10 @@ repetition, the order rotated each time), medians reported:
 
 - sequential single-image latency (p50), REST (wrk, 1 connection) and gRPC (one synchronous
   Python client): plain, TLS, API key, JWT (one token reused: verified once, then cached);
-- 64-client throughput, REST (wrk) and gRPC (`bench/loadgen.py`): plain and TLS.
+- 64-client throughput, REST (wrk) and gRPC (`bench/loadgen.py`): plain and TLS; and the
+  same pair on the floor (`bench/floor_server.py`: the HTTP and gRPC stacks answering the
+  model's answer at once, without and with the server's TLS contexts), which tells what TLS
+  costs the stack itself (MNIST only).
 
 Printed: a table of medians and the ratios to plain (latency added in microseconds for the
 credentials). The client's TLS work runs on the client core, so a ratio is the server's
@@ -102,8 +105,16 @@ def start_servers(work: Path, model: str) -> tuple[dict[str, SecureServer], str]
     return servers, token
 
 
+def start_floors(work: Path, servers: dict[str, SecureServer], payload: dict[str, Path]) -> dict[str, bench.Server]:
+    """The floor server without and with TLS, answering the plain server's MNIST answer."""
+    return {"floor": bench.start_floor(work, servers["plain"], payload),
+            "floor_tls": bench.start_floor(work, servers["plain"], payload, "floor_tls",
+                                           (f"--ssl_config_file={work / 'tls.config'}",))}
+
+
 def scenarios(servers: dict[str, SecureServer], token: str, model: str, payload: dict[str, Path],
-              duration: float, use_wrk: bool) -> dict[str, Callable[[], dict[str, float]]]:
+              duration: float, use_wrk: bool,
+              floors: dict[str, bench.Server] | None = None) -> dict[str, Callable[[], dict[str, float]]]:
     body_json, body_bin = payload[f"{model}_json"], payload[f"{model}_bin"]
     path = f"/v1/models/{model}:predict"
     ca = str(servers["tls"].tls_ca)
@@ -134,6 +145,18 @@ def scenarios(servers: dict[str, SecureServer], token: str, model: str, payload:
     for variant in ("plain", "tls"):
         table[f"rest_64_{variant}"] = rest(variant, 64)
         table[f"grpc_64_{variant}"] = grpc(variant, 64)
+    for name, floor in (floors or {}).items():
+        secure = name.endswith("_tls")
+        rest_port, grpc_port = floor.rest_port, floor.grpc_port
+        assert grpc_port is not None
+        if use_wrk:
+            table[f"rest_64_{name}"] = (lambda p=rest_port, t=secure: bench.run_wrk(
+                p, path, body_json, 64, duration, scheme="https" if t else "http"))
+        else:
+            table[f"rest_64_{name}"] = (lambda p=rest_port, t=secure: bench.run_loadgen(
+                "http", p, body_json, 64, duration, path=path, extra=("--tls-ca", ca) if t else ()))
+        table[f"grpc_64_{name}"] = (lambda p=grpc_port, t=secure: bench.run_loadgen(
+            "grpc", p, body_bin, 64, duration, extra=("--tls-ca", ca) if t else ()))
     return table
 
 
@@ -155,6 +178,9 @@ def report(samples: dict[str, list[dict[str, float]]]) -> str:
         lines.append(f"| {what} | {cells[0]} | {cells[1]} |")
     cells = [f"{med(f'{p}_64_tls', 'rps') / med(f'{p}_64_plain', 'rps'):.3f}" for p in ("rest", "grpc")]
     lines.append(f"| 64-client throughput, TLS | {cells[0]} | {cells[1]} |")
+    if "rest_64_floor_tls" in samples:
+        cells = [f"{med(f'{p}_64_floor_tls', 'rps') / med(f'{p}_64_floor', 'rps'):.3f}" for p in ("rest", "grpc")]
+        lines.append(f"| 64-client throughput, TLS, the stack alone (floor) | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -172,9 +198,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     payload = bench.prepare(work, big=False)
     servers, token = start_servers(work, args.model)
+    floors: dict[str, bench.Server] = {}
     started = time.perf_counter()
     try:
-        table = scenarios(servers, token, args.model, payload, args.duration, use_wrk)
+        if args.model == "mnist":
+            floors = start_floors(work, servers, payload)
+        table = scenarios(servers, token, args.model, payload, args.duration, use_wrk, floors)
         names = list(table)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for rep in range(args.reps):
@@ -183,7 +212,7 @@ def main() -> int:
                 samples[name].append(table[name]())
             bench.log(f"repetition {rep + 1}/{args.reps} done")
     finally:
-        for server in servers.values():
+        for server in [*servers.values(), *floors.values()]:
             server.stop()
     print(f"# TLS and authentication, {args.model}, {args.reps} repetitions of {args.duration:g} s "
           f"({time.perf_counter() - started:.0f} s; REST client: {'wrk' if use_wrk else 'bench/loadgen.py'})\n")

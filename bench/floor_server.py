@@ -9,6 +9,8 @@ and answers with the bytes of ANSWER_JSON; the gRPC `PredictionService.Predict` 
 with the serialized `PredictResponse` in ANSWER_PB. No routing, no JSON, no model, no
 metrics, no thread hop. `bench/run.py` measures it like the real server: the time and CPU
 that remain for everything pyserving does once the HTTP or gRPC stack has a request.
+With `--ssl_config_file` (a text `SSLConfig`, as the server's flags take), both ports speak
+TLS with the server's own contexts (`pyserving.auth.tls`): the floor under the TLS rows.
 Prints `ready` once both ports listen.
 """
 
@@ -65,11 +67,21 @@ async def serve(args: argparse.Namespace) -> None:
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 2**31 - 1),
                                       ("grpc.max_receive_message_length", 2**31 - 1)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(FixedPrediction(grpc_answer), server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    tls = None
+    if args.ssl_config_file:
+        from pyserving.auth.tls import TlsFile
+
+        tls = TlsFile(args.ssl_config_file, "ssl_config_file")
+        server.add_secure_port(f"127.0.0.1:{args.port}", tls.grpc_credentials())
+    else:
+        server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     config = uvicorn.Config(rest_app(answer), host="127.0.0.1", port=args.rest_api_port, lifespan="off",
                             http=HttpProtocol, access_log=False, log_config=None, proxy_headers=False,
                             server_header=False, timeout_keep_alive=75)
+    if tls is not None:
+        config.load()
+        config.ssl = tls.rest_context()  # as RestFrontEnd does
     rest = uvicorn.Server(config)
     rest_task = asyncio.create_task(rest.serve())
     while not rest.started:
@@ -89,6 +101,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--answer", required=True, help="the REST answer's bytes")
     ap.add_argument("--grpc_answer", required=True, help="a serialized PredictResponse")
+    ap.add_argument("--ssl_config_file", default="", help="TLS on both ports (a text SSLConfig)")
     args = ap.parse_args()
     uvloop.run(serve(args))
 

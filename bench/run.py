@@ -248,7 +248,8 @@ class FloorServer(Server):
             raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
 
 
-def start_floor(work: Path, server: Server, payload: dict[str, Path]) -> FloorServer:
+def start_floor(work: Path, server: Server, payload: dict[str, Path], name: str = "floor",
+                extra: tuple[str, ...] = ()) -> FloorServer:
     status, answer = http_request("POST", server.rest_port, "/v1/models/mnist:predict",
                                   payload["mnist_json"].read_bytes())
     if status != 200:
@@ -257,9 +258,10 @@ def start_floor(work: Path, server: Server, payload: dict[str, Path]) -> FloorSe
     subprocess.run([PY, "-c", GRPC_ANSWER, str(server.grpc_port), str(payload["mnist_bin"]),
                     str(work / "floor_answer.pb")], check=True, capture_output=True)
     rest, grpc_port = free_port(), free_port()
-    floor = FloorServer("floor", [PY, str(BENCH / "floor_server.py"), f"--rest_api_port={rest}", f"--port={grpc_port}",
-                                  f"--answer={work / 'floor_answer.json'}", f"--grpc_answer={work / 'floor_answer.pb'}"],
-                        [], rest, grpc_port, work / "floor.log")
+    floor = FloorServer(name, [PY, str(BENCH / "floor_server.py"), f"--rest_api_port={rest}", f"--port={grpc_port}",
+                               f"--answer={work / 'floor_answer.json'}", f"--grpc_answer={work / 'floor_answer.pb'}",
+                               *extra],
+                        [], rest, grpc_port, work / f"{name}.log")
     log("starting the floor server (the HTTP and gRPC stacks alone)")
     floor.start()
     return floor
