@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pyserving.batching import batch as batch_ops
+from pyserving.batching.adaptive import warm_batch_sizes
 from pyserving.batching.options import (
     PER_MODEL_FILE_NAME,
     BatchingConfig,
@@ -505,7 +506,7 @@ class BatchingLoader:
         path = os.path.join(self._export_dir, PER_MODEL_FILE_NAME)
         if not os.path.isfile(path):
             return None
-        return read_batching_parameters_file(path)
+        return self._config.with_server_choices(read_batching_parameters_file(path))
 
     def load(self) -> None:
         if self._servable is not None:
@@ -526,12 +527,12 @@ class BatchingLoader:
             log.info(
                 "Batching %s: max_batch_size=%d batch_timeout_micros=%d max_enqueued_batches=%d "
                 "allowed_batch_sizes=%s pad_variable_length_inputs=%s "
-                "enable_large_batch_splitting=%s max_execution_batch_size=%d thread_pool=%s(%d)",
+                "enable_large_batch_splitting=%s max_execution_batch_size=%d thread_pool=%s(%d) mode=%s",
                 self._name, options.max_batch_size, options.batch_timeout_micros,
                 options.max_enqueued_batches, list(options.allowed_batch_sizes),
                 options.pad_variable_length_inputs, options.enable_large_batch_splitting,
                 options.execution_batch_size, self._scheduler.thread_pool_name,
-                self._scheduler.num_batch_threads,
+                self._scheduler.num_batch_threads, options.mode,
             )
             if warm_here:
                 try:
@@ -540,6 +541,8 @@ class BatchingLoader:
                     servable.close()
                     self._inner.unload()  # a failed warmup fails the load
                     raise
+            if options.adaptive:
+                _warm_batch_sizes(servable, options, self._name)
         self._servable = servable
 
     def unload(self) -> None:
@@ -553,6 +556,40 @@ class BatchingLoader:
         if self._servable is None:
             raise ServingError(Code.FAILED_PRECONDITION, f"Servable {self._name} is not loaded")
         return self._servable
+
+
+# Warming the batch sizes stops once it has taken this long (a big model at a large
+# max_batch_size): what is left is warmed by the traffic.
+_SIZE_WARMUP_SECONDS = 30.0
+_SIZE_WARMUP_RUNS = 3  # per size: the first run of a shape sets up kernels
+
+
+def _warm_batch_sizes(servable: BatchingServable, options: BatchingOptions, name: str) -> None:
+    """Run every signature whose inputs can be made up (numeric, known non-batch dims) at
+    the batch sizes adaptive batching will use, through the batch queue: the first runs
+    of a new size are slow, and the measured times seed the queue's cost model. Zeros
+    as inputs; a model that rejects them keeps its load (warmup records are the real
+    test), the sizes are just not warmed."""
+    sizes = warm_batch_sizes(options.allowed_batch_sizes, options.execution_batch_size)
+    stop_at = time.monotonic() + _SIZE_WARMUP_SECONDS
+    for signature in servable.signatures.values():
+        specs = signature.inputs
+        if not specs or any(spec.np_dtype is None or spec.np_dtype.kind not in "biuf"
+                            or spec.shape is None or len(spec.shape) == 0
+                            or any(d < 0 for d in spec.shape[1:]) for spec in specs.values()):
+            continue
+        shapes = {alias: tuple(spec.shape or ())[1:] for alias, spec in specs.items()}
+        try:
+            for size in sizes:
+                inputs = {alias: np.zeros((size, *shapes[alias]), spec.np_dtype)
+                          for alias, spec in specs.items()}
+                for _ in range(_SIZE_WARMUP_RUNS):
+                    if time.monotonic() > stop_at:
+                        return
+                    servable.run(signature, inputs)
+        except ServingError as err:
+            log.info("Batching %s: batch sizes of signature %s not warmed (%s)", name,
+                     signature.name, err.message)
 
 
 def loader_wrapper(scheduler: BatchScheduler, config: BatchingConfig
