@@ -13,16 +13,19 @@ only when a cost model says the wait pays for itself:
 - **Arrivals** (`AdaptivePolicy.arrived`): exponentially weighted gap between tasks and rows
   per task. A long idle gap pulls the gap estimate up at once, so the first requests of a
   burst after idleness never wait.
-- **Decision** (`AdaptivePolicy.wait_seconds`): with ``m`` tasks queued (``k`` rows), the
-  model free, and the next task (``r`` rows) expected ``g`` seconds after the last one,
-  waiting for it delays the ``m`` queued tasks by ``g + b*r`` each, while running now makes
-  the next task wait for this batch and then pay the fixed cost ``a`` alone. Summing the
-  latencies of the ``m + 1`` tasks both ways, waiting is better exactly when
-  ``(m + 1) * g + m * b * r < a``. The rule is applied again at each arrival, so a batch grows
-  while arrivals come faster than the per-batch cost can be amortised, and not otherwise.
-  ``batch_timeout_micros`` (from the oldest task's arrival) and ``max_latency`` (the oldest
-  task's wait plus the batch's estimated run time) bound every wait, and so does the
-  earliest deadline in the batch.
+- **Decision** (`AdaptivePolicy.wait_seconds`): when tasks arrive ``g`` seconds apart and
+  ``g`` is shorter than a batch's fixed cost ``a``, the tasks of a burst are worth one batch:
+  the batch runs once no task came for two typical gaps (the burst is over), when it is
+  full, or at its bounds. When ``g >= a`` (a lone client, light traffic) it runs at once.
+  Why not less: with the model on the core the front end also runs on (the server pinned
+  to one core), a batch started while requests are still arriving pays ``a`` again for
+  them *and* takes the CPU from the event loop that is reading them, so every request in
+  flight waits for it. (The myopic rule "wait for one more task iff ``(m + 1) g + m b r <
+  a``", the latency sum of the queued tasks and the next one for a model with a core of its
+  own, measured no better at 64 clients and stops short of full batches when ``a`` is
+  small.) ``batch_timeout_micros`` (from the oldest task's arrival) and
+  ``max_latency`` (the oldest task's wait plus the batch's estimated run time) bound every
+  wait, and so does the earliest deadline in the batch.
 - **Padding** (`CostModel.padded_size`): a batch is padded up to an allowed batch size only if
   that size was measured faster than the batch's own size (measured, or estimated by the
   fit when never run): a new shape can cost more than its rows on first runs.
@@ -46,8 +49,11 @@ _FIT_DECAY = 0.95
 _ARRIVAL_WEIGHT = 0.2
 # Samples before the fit (or the arrival estimate) is trusted for a wait; until then, no wait.
 _MIN_SAMPLES = 3
+# A burst of arrivals is over when no task came for this many typical gaps.
+_SILENCE_GAPS = 2.0
 # A parameter logged again once it moved by this factor from the last logged value.
 _LOG_FACTOR = 2.0
+_LOG_AFTER_SAMPLES = 32
 
 
 class CostModel:
@@ -151,20 +157,19 @@ class AdaptivePolicy:
         else:
             self._gap += _ARRIVAL_WEIGHT * (gap - self._gap)
 
-    def wait_seconds(self, tasks: int, rows: int) -> float:
-        """How long after the last arrival to wait for one more task (0: run now), with
-        ``tasks`` tasks of ``rows`` rows queued and the model free."""
+    def wait_seconds(self) -> float:
+        """How long after the last arrival a free model waits for more tasks (0: none)."""
         if self.timeout <= 0.0 or self._arrivals < _MIN_SAMPLES or self.cost.samples < _MIN_SAMPLES:
             return 0.0
-        gap, a, b = self._gap, self.cost.a, self.cost.b
-        if (tasks + 1) * gap + tasks * b * self._rows >= a:
+        gap = self._gap
+        if gap >= self.cost.a:
             return 0.0
-        return gap
+        return _SILENCE_GAPS * gap
 
-    def run_at(self, start: float, tasks: int, rows: int, deadline: float | None) -> float:
+    def run_at(self, start: float, rows: int, deadline: float | None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run
         if the model is free: 0.0 for now, else a monotonic time."""
-        wait = self.wait_seconds(tasks, rows)
+        wait = self.wait_seconds()
         if wait <= 0.0 or self._last_arrival is None:
             return 0.0
         at = min(self._last_arrival + wait, start + self.timeout)
@@ -183,7 +188,7 @@ class AdaptivePolicy:
         """A batch of ``rows`` rows (padding included) ran in ``seconds``."""
         cost = self.cost
         cost.observe(rows, seconds)
-        if cost.samples < _MIN_SAMPLES:
+        if cost.samples < _LOG_AFTER_SAMPLES:  # the warmed sizes and first batches settle it
             return
         logged = self._logged
         if logged is None or _moved(logged[0], cost.a) or _moved(logged[1], cost.b):

@@ -137,6 +137,10 @@ def _resolve_all(requests: list[_Request]) -> None:
             future.set_result(request.outputs)  # type: ignore[arg-type]
 
 
+# Adaptive mode: loop turns without a new task before a held batch may run. One turn is
+# not enough: requests read in a turn get their handler's first step after this check.
+_QUIET_TURNS = 2
+
 # The event loop's timers fire to the millisecond (libuv), maybe a little early: a deadline
 # this close is due, instead of re-arming the timer for what is left of it.
 _TIMER_RESOLUTION = 0.001
@@ -274,6 +278,9 @@ class BatchingServable:
         self._queues: dict[tuple[str, frozenset[str] | None], BatchQueue] = {}
         self._closed = False
         self._deadlines: _Deadlines | None = None  # run_async's, on the loop that calls it
+        # adaptive: queues run_async holds while the loop has requests at hand, with the
+        # arrivals count last seen and the quiet turns since (touched on the loop only)
+        self._held: dict[BatchQueue, tuple[int, int]] = {}
 
     # -- Servable protocol ------------------------------------------------------------
     @property
@@ -340,7 +347,12 @@ class BatchingServable:
         if deadline is not None and deadline <= time.monotonic():
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before running")
         request = _Request(loop)
-        queue = self._enqueue(request, signature, inputs, output_filter, deadline)
+        hold = self._options.adaptive
+        queue = self._enqueue(request, signature, inputs, output_filter, deadline, hold)
+        if hold:
+            if not self._held:
+                loop.call_soon(self._end_of_turn, loop)
+            self._held.setdefault(queue, (-1, 0))
         future = request.future
         assert future is not None
         if deadline is not None:
@@ -394,8 +406,26 @@ class BatchingServable:
                 self._queues[key] = queue
         return queue
 
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Release a held queue once the loop went through `_QUIET_TURNS` turns without
+        queueing a task to it: while the loop keeps reading requests for the model, they
+        join the batch (on a core the loop shares with the model, running a batch would
+        only slow the loop down); once it has none at hand, the batch runs."""
+        held = self._held
+        for queue, (seen, quiet) in list(held.items()):
+            arrivals = queue.arrivals
+            if arrivals != seen:
+                held[queue] = (arrivals, 0)
+            elif quiet + 1 >= _QUIET_TURNS:
+                del held[queue]
+                queue.release()
+            else:
+                held[queue] = (seen, quiet + 1)
+        if held:
+            loop.call_soon(self._end_of_turn, loop)
+
     def _enqueue(self, request: _Request, signature: Signature, inputs: Mapping[str, np.ndarray],
-                 output_filter: Sequence[str], deadline: float | None) -> BatchQueue:
+                 output_filter: Sequence[str], deadline: float | None, hold: bool = False) -> BatchQueue:
         arrays = {alias: v if type(v) is np.ndarray else np.asarray(v) for alias, v in inputs.items()}
         merge_key: object
         if self._matches(signature, arrays):
@@ -415,7 +445,7 @@ class BatchingServable:
         queue = self._queue(signature, output_filter)
         piece = _Piece(request, 0, arrays, size, merge_key, deadline)
         request.pieces = [piece]
-        queue.schedule(piece)
+        queue.schedule(piece, hold)
         return queue
 
     @staticmethod

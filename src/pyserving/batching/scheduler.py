@@ -193,11 +193,16 @@ class BatchQueue:
         self._depth = 0
         self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name)
                         if options.adaptive else None)
+        self._held = False  # adaptive: the open batch waits for `release`
+        self.arrivals = 0  # tasks ever scheduled (read without the lock: a hint)
 
     # -- admission --------------------------------------------------------------------
-    def schedule(self, task: BatchTask) -> None:
+    def schedule(self, task: BatchTask, hold: bool = False) -> None:
         """Enqueue ``task`` (never blocks). Raises INVALID_ARGUMENT (too large),
-        UNAVAILABLE (queue full, or closed because the model is being unloaded)."""
+        UNAVAILABLE (queue full, or closed because the model is being unloaded).
+
+        ``hold`` (adaptive mode): the open batch waits for `release` (or its bound) before
+        it runs, so that an event loop can queue every request it has at hand first."""
         opts = self.options
         if task.size > opts.max_batch_size:
             raise ServingError(
@@ -255,10 +260,12 @@ class BatchQueue:
                 piece.state = QUEUED
                 open_batch.add(piece, now)
             self._depth += len(pieces)
+            self.arrivals += 1
             depth = self._depth
             policy = self._policy
             if policy is not None:
                 policy.arrived(now, task.size)
+                self._held |= hold
                 # A waiting thread matters only if this queue's batch is due (now or at a
                 # new time); with a batch in flight, the thread finishing it looks next.
                 if sched._waiting and self._runnable_at_locked() is not None:
@@ -281,6 +288,16 @@ class BatchQueue:
             sizes.append(min(left, self._exec_size))
             left -= sizes[-1]
         return task.split(sizes) if len(sizes) > 1 else [task]
+
+    def release(self) -> None:
+        """End a `schedule(..., hold=True)`: the open batch may run once the model is free."""
+        sched = self._scheduler
+        with sched._lock:
+            if not self._held:
+                return
+            self._held = False
+            if sched._waiting and self._runnable_at_locked() is not None:
+                sched._work.notify()
 
     def cancel(self, tasks: Sequence[BatchTask]) -> bool:
         """Withdraw queued ``tasks`` (their waiter gave up): they will not run. True if
@@ -333,8 +350,10 @@ class BatchQueue:
         if self._closed or open_batch.size >= self._exec_size:
             return 0.0
         if policy is not None:
-            return policy.run_at(open_batch.start, len(open_batch.tasks), open_batch.size,
-                                 open_batch.deadline)
+            if self._held:
+                bound = open_batch.start + self._timeout
+                return bound if open_batch.deadline is None else min(bound, open_batch.deadline)
+            return policy.run_at(open_batch.start, open_batch.size, open_batch.deadline)
         return open_batch.start + self._timeout
 
     def _take_locked(self, now: float, expired: list[BatchTask]) -> _Batch | None:
@@ -345,6 +364,7 @@ class BatchQueue:
         batch = batches.popleft()
         if not batches:
             batches.append(_Batch())
+            self._held = False  # what it held has been taken
         self._depth -= len(batch.tasks)
         live = []
         for task in batch.tasks:

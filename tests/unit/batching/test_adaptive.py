@@ -159,36 +159,21 @@ def fast_arrivals_withdrawn(scheduler, queue, clock, model):
     assert model.batches == []
 
 
-def test_waits_for_more_rows_only_when_arrivals_beat_the_fixed_cost(scheduler, clock):
+def test_a_burst_of_arrivals_faster_than_the_fixed_cost_runs_as_one_batch(scheduler, clock):
     model = flat_model(clock)
     q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
     fast_arrivals_withdrawn(scheduler, q, clock, model)
-    clock.now += 0.001
-    q.schedule(Task("a"))
-    # One queued, the next expected ~1 ms later, a batch costs 10 ms: (1 + 1) x 1 ms < 10 ms.
-    at = scheduler.next_run_at()
-    assert clock.now < at < clock.now + 0.002
-    assert not scheduler.run_once()
-    clock.now += 0.0005
-    q.schedule(Task("b"))
-    assert not scheduler.run_once()
-    clock.now = scheduler.next_run_at()
-    assert scheduler.run_once()
-    assert model.labels() == [["a", "b"]]
-
-
-def test_stops_waiting_once_enough_rows_queued(scheduler, clock):
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
-    fast_arrivals_withdrawn(scheduler, q, clock, model)
-    for i in range(12):
+    labels = []
+    for i in range(6):  # arrivals 1 ms apart, a batch costs 10 ms: they belong together
         clock.now += 0.001
-        q.schedule(Task(f"t{i}"))
-        if scheduler.next_run_at() <= clock.now:
-            break
-    # (m + 1) x ~1 ms reaches the 10 ms a batch costs after about nine tasks
-    assert 7 <= i + 1 <= 11
-    assert scheduler.run_once() and len(model.labels()[0]) == i + 1
+        labels.append(f"t{i}")
+        q.schedule(Task(labels[-1]))
+        at = scheduler.next_run_at()
+        assert clock.now < at < clock.now + 0.003  # twice the typical gap of silence
+        assert not scheduler.run_once()
+    clock.now = scheduler.next_run_at()  # the burst is over
+    assert scheduler.run_once()
+    assert model.labels() == [labels]
 
 
 def test_slow_arrivals_never_wait(scheduler, clock):
@@ -290,9 +275,9 @@ def test_a_long_idle_gap_resets_the_arrival_estimate():
     for _ in range(10):
         now += 0.0005
         policy.arrived(now, 1)
-    assert policy.wait_seconds(1, 1) > 0
+    assert policy.wait_seconds() > 0
     policy.arrived(now + 5.0, 1)  # five seconds of silence
-    assert policy.wait_seconds(1, 1) == 0.0
+    assert policy.wait_seconds() == 0.0
 
 
 def test_warm_sizes_are_the_allowed_ones_or_powers_of_two():
@@ -305,3 +290,20 @@ def test_an_unknown_mode_is_invalid_argument():
     with pytest.raises(ServingError) as err:
         BatchingOptions(mode="fast").validate()
     assert err.value.code == Code.INVALID_ARGUMENT and "batching_mode" in err.value.message
+
+
+def test_a_held_batch_waits_for_release_or_its_bound(scheduler, clock):
+    model = Model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=5_000), model)
+    q.schedule(Task("a"), hold=True)
+    q.schedule(Task("b"), hold=True)  # the event loop has more requests at hand
+    assert scheduler.next_run_at() == pytest.approx(clock.now + 0.005)
+    assert not scheduler.run_once()
+    q.release()  # the loop's turn ended
+    assert scheduler.next_run_at() == 0.0
+    assert scheduler.run_once() and model.labels() == [["a", "b"]]
+    q.schedule(Task("c"), hold=True)  # never released: the timeout still bounds it
+    clock.now += 0.005
+    assert scheduler.run_once() and model.labels()[-1] == ["c"]
+    q.schedule(Task("d"))  # a blocking caller's task: nothing holds it
+    assert scheduler.run_once() and model.labels()[-1] == ["d"]
