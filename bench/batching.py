@@ -1,7 +1,7 @@
 """Adaptive against fixed batching, in one run: latency when idle, throughput when busy,
 the request path's cost against the floor, and a load step with open-loop arrivals.
 
-    python bench/batching.py                     # ~7 minutes; updates bench/RESULTS.md
+    python bench/batching.py                     # ~6 minutes; updates bench/RESULTS.md
     python bench/batching.py --reps 1 --duration 2 --out /tmp/B.md   # a quick look
 
 Servers (each pinned to CPU 0, clients on CPU 1, as in `bench/run.py`; max_batch_size 64,
@@ -45,7 +45,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # noqa: E402  (the main benchmark's helpers)
-    BENCH, CLIENT_CPU, PY, REPO, METRICS_PATH, Server, free_port, log, machine, measure_limit, pinned,
+    BENCH, CLIENT_CPU, PREPARE, PY, REPO, METRICS_PATH, Server, free_port, log, machine, measure_limit, pinned,
     run_h2load, run_loadgen, run_wrk, start_floor, thread_cpu, with_runtime,
 )
 
@@ -54,41 +54,10 @@ ADAPTIVE_TIMEOUT = 10000
 SERVERS = ("off", *FIXED, "adaptive")
 START, END = "<!-- bench/batching.py: start -->", "<!-- bench/batching.py: end -->"
 
-PREPARE = r"""
-import json, sys
-from pathlib import Path
-import numpy as np
-sys.path.insert(0, str(Path(sys.argv[2]) / "tests"))
-import modelgen
-from tensorflow_serving.apis import predict_pb2
-from tensorflow.core.framework import types_pb2
-work = Path(sys.argv[1])
-modelgen.make_mnist_cnn(work / "models" / "mnist", 1)
-modelgen.make_half_plus_two(work / "models" / "half_plus_two", 1)
-rng = np.random.default_rng(2024)
-lit = rng.random((1, 28, 28, 1)) < 0.2
-one = (rng.integers(1, 256, (1, 28, 28, 1)) * lit / 255.0).astype(np.float32)
-def grpc_request(model, alias, x):
-    r = predict_pb2.PredictRequest()
-    r.model_spec.name = model
-    r.model_spec.signature_name = "serving_default"
-    t = r.inputs[alias]
-    t.dtype = types_pb2.DT_FLOAT
-    for d in x.shape:
-        t.tensor_shape.dim.add(size=d)
-    t.tensor_content = np.ascontiguousarray(x, np.float32).tobytes()
-    return r.SerializeToString()
-(work / "mnist_json").write_text(json.dumps({"instances": one.tolist()}))
-(work / "mnist_bin").write_bytes(grpc_request("mnist", "input_image", one))
-x = np.array([[1.0]], np.float32)
-(work / "half_plus_two_json").write_text(json.dumps({"instances": x.tolist()}))
-(work / "half_plus_two_bin").write_bytes(grpc_request("half_plus_two", "x", x))
-"""
-
 
 def prepare(work: Path) -> dict[str, Path]:
     log("generating models and payloads")
-    subprocess.run([PY, "-c", PREPARE, str(work), str(REPO)], check=True, capture_output=True,
+    subprocess.run([PY, "-c", PREPARE, str(work), str(REPO), "small"], check=True, capture_output=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     return {n: work / n for n in ("mnist_json", "mnist_bin", "half_plus_two_json", "half_plus_two_bin")}
 
@@ -178,7 +147,7 @@ class Table:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds per load run")
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per load run")
     ap.add_argument("--rate", type=float, default=40.0, help="load step: requests/s per client")
     ap.add_argument("--phase-seconds", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")

@@ -25,6 +25,11 @@ import random
 import socket
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import read_response  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -53,13 +58,7 @@ async def _client(index: int, host: str, port: int, request: bytes, phases: list
             if delay > 0:
                 await asyncio.sleep(delay)
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            status = await read_response(reader)
             out[phase].append((time.time() - due, status == 200))
             due += interval
     finally:

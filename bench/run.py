@@ -620,6 +620,11 @@ def grpc_request(model, alias, x):
 one = images(1)
 (work / "mnist_json").write_text(json.dumps({"instances": one.tolist()}))
 (work / "mnist_bin").write_bytes(grpc_request("mnist", "input_image", one))
+x = np.array([[1.0]], np.float32)
+(work / "half_plus_two_json").write_text(json.dumps({"instances": x.tolist()}))
+(work / "half_plus_two_bin").write_bytes(grpc_request("half_plus_two", "x", x))
+if sys.argv[3:] == ["small"]:  # the single-image payloads only (bench/batching.py)
+    sys.exit(0)
 many = images(10000)
 (work / "mnist_10k_json").write_text(json.dumps({"instances": many.tolist()}))
 (work / "mnist_10k_bin").write_bytes(grpc_request("mnist", "input_image", many))
@@ -641,9 +646,6 @@ r = ModelInferRequest(model_name="mnist")
 r.inputs.add(name="input_image", datatype="FP32", shape=one.shape)
 r.raw_input_contents.append(one.tobytes())
 (work / "mnist_v2_grpc").write_bytes(r.SerializeToString())
-x = np.array([[1.0]], np.float32)
-(work / "half_plus_two_json").write_text(json.dumps({"instances": x.tolist()}))
-(work / "half_plus_two_bin").write_bytes(grpc_request("half_plus_two", "x", x))
 """
 
 

@@ -134,28 +134,24 @@ def wait_admitted(server, count: float, timeout: float = 30) -> None:
 # --------------------------------------------------------------------------- results
 
 
-def test_batched_answers_equal_unbatched_for_mixed_sizes_rest(server):
-    bodies = [[[float(10 * i + j)] for j in range(size)] for i, size in enumerate([1, 3, 2, 5, 1, 4, 8, 2])]
-    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+def assert_rest_answers_equal_unbatched(server, sizes, threads):
+    """Concurrent requests of ``sizes`` rows to the batched copies of half_plus_two answer
+    byte for byte as the unbatched one."""
+    bodies = [[[float(10 * i + j)] for j in range(size)] for i, size in enumerate(sizes)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         batched = list(pool.map(lambda b: predict(server, "hpt", b), bodies))
         split = list(pool.map(lambda b: predict(server, "hpt_split", b), bodies))
     for body, a, b in zip(bodies, batched, split):
         reference = predict(server, "hpt_plain", body)
         assert reference.status_code == a.status_code == b.status_code == 200, (a.text, b.text)
         assert a.text == reference.text == b.text  # byte for byte
-    server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=20000", timeout=5)
 
 
-def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
-    rng = np.random.default_rng(4)
-    images = [rng.random((k, 28, 28, 1), dtype=np.float32) for k in (1, 2, 1, 3, 1, 4)]
-
-    def call(model, x):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.inputs["input_image"].CopyFrom(tf.make_tensor_proto(x))
-        return tf.make_ndarray(stub.Predict(request, timeout=60).outputs["y_pred"])
-
+def assert_cnn_answers_match_unbatched(call, sizes, seed):
+    """``call(model, images) -> predictions``: concurrent requests of ``sizes`` images to
+    the batched MNIST CNN match the unbatched model's answers."""
+    rng = np.random.default_rng(seed)
+    images = [rng.random((k, 28, 28, 1), dtype=np.float32) for k in sizes]
     with concurrent.futures.ThreadPoolExecutor(len(images)) as pool:
         batched = list(pool.map(lambda x: call("mnist", x), images))
     for x, got in zip(images, batched):
@@ -164,6 +160,21 @@ def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
         # Same rows; a different batch size may pick another kernel (last-bit differences,
         # as in TF Serving), so compare to float32 precision.
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_batched_answers_equal_unbatched_for_mixed_sizes_rest(server):
+    assert_rest_answers_equal_unbatched(server, [1, 3, 2, 5, 1, 4, 8, 2], 8)
+    server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=20000", timeout=5)
+
+
+def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
+    def call(model, x):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.inputs["input_image"].CopyFrom(tf.make_tensor_proto(x))
+        return tf.make_ndarray(stub.Predict(request, timeout=60).outputs["y_pred"])
+
+    assert_cnn_answers_match_unbatched(call, (1, 2, 1, 3, 1, 4), seed=4)
 
 
 def test_a_request_larger_than_splittable_limits_is_split(server):
@@ -331,34 +342,18 @@ def adaptive_server(model_zoo, tmp_path_factory):
 
 def test_adaptive_answers_equal_unbatched_for_mixed_sizes(adaptive_server):
     server = adaptive_server
-    bodies = [[[float(10 * i + j)] for j in range(size)] for i, size in enumerate([1, 3, 2, 5, 1, 4, 8, 2] * 3)]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        batched = list(pool.map(lambda b: predict(server, "hpt", b), bodies))
-        split = list(pool.map(lambda b: predict(server, "hpt_split", b), bodies))
-    for body, a, b in zip(bodies, batched, split):
-        reference = predict(server, "hpt_plain", body)
-        assert reference.status_code == a.status_code == b.status_code == 200, (a.text, b.text)
-        assert a.text == reference.text == b.text  # byte for byte
+    assert_rest_answers_equal_unbatched(server, [1, 3, 2, 5, 1, 4, 8, 2] * 3, 8)
     server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=1000000", timeout=5)
     server.wait_for_log("mode=adaptive", timeout=5)
 
 
 def test_adaptive_cnn_answers_match_unbatched(adaptive_server):
-    server = adaptive_server
-    rng = np.random.default_rng(5)
-    images = [rng.random((k, 28, 28, 1), dtype=np.float32) for k in (1, 2, 1, 3, 1, 4, 7, 1, 2)]
-
     def call(model, x):
-        r = predict(server, model, x.tolist())
+        r = predict(adaptive_server, model, x.tolist())
         assert r.status_code == 200, r.text
         return np.asarray(r.json()["predictions"], np.float32)
 
-    with concurrent.futures.ThreadPoolExecutor(len(images)) as pool:
-        batched = list(pool.map(lambda x: call("mnist", x), images))
-    for x, got in zip(images, batched):
-        want = call("mnist_plain", x)
-        assert got.shape == want.shape == (len(x), 10)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert_cnn_answers_match_unbatched(call, (1, 2, 1, 3, 1, 4, 7, 1, 2), seed=5)
 
 
 def test_adaptive_lone_requests_do_not_wait_for_the_timeout(adaptive_server):

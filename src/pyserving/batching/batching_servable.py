@@ -19,6 +19,10 @@ Two ways to wait, same semantics:
   ``timeout_ms``.
 - `run_async` (a coroutine, on the event loop): no thread is held while queued; the batch
   thread resolves the futures of a whole batch with one ``call_soon_threadsafe``.
+In adaptive mode (``--batching_mode=adaptive``) `run_async` holds its queue's open batch
+until the event loop has gone two turns without queueing another request to it (or the
+batch is full, or at its timeout): the requests the loop has at hand join one batch, and a
+lone request runs after those two turns (a few microseconds), not after a timeout.
 Either way a caller never waits past its deadline: a task still queued is withdrawn and
 never runs (DEADLINE_EXCEEDED ``Run() timeout exceeded while waiting in batching
 queue``); the batch itself runs with the largest remaining timeout of its tasks.

@@ -19,8 +19,10 @@ Modelled on TF's ``SharedBatchScheduler`` (what TF Serving builds once per serve
 - In adaptive mode (``BatchingOptions.mode``) a queue runs one batch at a time (the model
   is free when its previous batch finished), and its front batch runs as soon as the model
   is free unless `AdaptivePolicy` says waiting for more rows pays (never past
-  ``batch_timeout_micros``). Padding up to an allowed batch size happens only when the
-  policy's cost model measured the padded size as cheaper.
+  ``batch_timeout_micros``). A task scheduled with ``hold`` keeps the open batch back
+  until `BatchQueue.release` (an event loop's turn ended) or its bound. Padding up to an
+  allowed batch size happens only when the policy's cost model measured the padded size
+  as cheaper.
 - Admission (`BatchQueue.schedule`, never blocks): a task larger than ``max_batch_size``
   is INVALID_ARGUMENT ``Task size N is larger than maximum input batch size M``; a queue
   holding ``max_enqueued_batches`` batches answers UNAVAILABLE ``The batch scheduling
