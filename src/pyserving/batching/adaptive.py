@@ -16,7 +16,8 @@ only when a cost model says the wait pays for itself:
 - **Decision** (`AdaptivePolicy.wait_seconds`): when tasks arrive ``g`` seconds apart and
   ``g`` is shorter than a batch's fixed cost ``a``, the tasks of a burst are worth one batch:
   the batch runs once no task came for two typical gaps (the burst is over), when it is
-  full, or at its bounds. When ``g >= a`` (a lone client, light traffic) it runs at once.
+  full, or at its bounds. When ``g >= a`` (a lone client, light traffic) it runs at once,
+  unless the process is using all the CPU it may run on (`AdaptivePolicy.saturated`).
   Why not less: with the model on the core the front end also runs on (the server pinned
   to one core), a batch started while requests are still arriving pays ``a`` again for
   them *and* takes the CPU from the event loop that is reading them, so every request in
@@ -49,6 +50,8 @@ _FIT_DECAY = 0.95
 _ARRIVAL_WEIGHT = 0.2
 # Samples before the fit (or the arrival estimate) is trusted for a wait; until then, no wait.
 _MIN_SAMPLES = 3
+# Longest estimated run of a task run on the caller's thread (an event loop) when idle.
+_INLINE_SECONDS = 0.002
 # A burst of arrivals is over when no task came for this many typical gaps.
 _SILENCE_GAPS = 2.0
 # A parameter logged again once it moved by this factor from the last logged value.
@@ -123,7 +126,7 @@ class AdaptivePolicy:
     """
 
     __slots__ = ("cost", "timeout", "max_latency", "_last_arrival", "_gap", "_rows", "_arrivals",
-                 "chosen_wait", "_logged", "name")
+                 "chosen_wait", "_logged", "name", "saturated")
 
     def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "") -> None:
         self.cost = CostModel()
@@ -135,6 +138,11 @@ class AdaptivePolicy:
         self._rows = 1.0
         self._arrivals = 0
         self.chosen_wait = 0.0  # the wait planned for the last batch taken (seconds)
+        # Set by the scheduler: the process used (nearly) all the CPU it may run on lately.
+        # Tasks then come as fast as the front end can make them, not as clients send
+        # them: a slow gap says nothing about the clients, and a batch started early
+        # takes the CPU from the front end, so bursts are waited for however slow.
+        self.saturated = False
         self._logged: tuple[float, float] | None = None
 
     @property
@@ -162,9 +170,17 @@ class AdaptivePolicy:
         if self.timeout <= 0.0 or self._arrivals < _MIN_SAMPLES or self.cost.samples < _MIN_SAMPLES:
             return 0.0
         gap = self._gap
-        if gap >= self.cost.a:
+        if gap >= self.cost.a and not self.saturated:
             return 0.0
         return _SILENCE_GAPS * gap
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a task of ``rows`` rows finding the model idle may run on the caller's
+        thread: it is short (`_INLINE_SECONDS`) and tasks come slower than a batch's fixed
+        cost (so nobody is expected to wait behind it)."""
+        cost = self.cost
+        return (cost.samples >= _MIN_SAMPLES and self._gap >= cost.a and not self.saturated
+                and cost.estimate(rows) <= _INLINE_SECONDS)
 
     def run_at(self, start: float, rows: int, deadline: float | None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run

@@ -353,12 +353,15 @@ class BatchingServable:
         request = _Request(loop)
         hold = self._options.adaptive
         queue = self._enqueue(request, signature, inputs, output_filter, deadline, hold)
+        future = request.future
+        assert future is not None
+        if hold and request.left == 0:  # it ran here (`BatchQueue.run_inline`)
+            _resolve_all([request])
+            return await future
         if hold:
             if not self._held:
                 loop.call_soon(self._end_of_turn, loop)
             self._held.setdefault(queue, (-1, 0))
-        future = request.future
-        assert future is not None
         if deadline is not None:
             deadlines = self._deadlines
             if deadlines is None or deadlines.loop is not loop:
@@ -449,7 +452,8 @@ class BatchingServable:
         queue = self._queue(signature, output_filter)
         piece = _Piece(request, 0, arrays, size, merge_key, deadline)
         request.pieces = [piece]
-        queue.schedule(piece, hold)
+        if not (hold and queue.run_inline(piece)):
+            queue.schedule(piece, hold)
         return queue
 
     @staticmethod

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from pyserving.batching.adaptive import AdaptivePolicy
-from pyserving.batching.options import BatchingOptions
+from pyserving.batching.options import BatchingOptions, schedulable_cpus
 from pyserving.errors import Code, ServingError
 
 __all__ = [
@@ -77,6 +77,10 @@ __all__ = [
 log = logging.getLogger("pyserving.batching")
 
 QUEUED, RUNNING, CANCELLED, DONE = range(4)
+# Adaptive mode: the process's CPU use is measured over windows of this length, and a
+# share of the CPUs it may run on this high counts as saturated.
+_CPU_WINDOW_SECONDS = 0.1
+_SATURATED = 0.75
 QUEUE_TIMEOUT_MESSAGE = "Run() timeout exceeded while waiting in batching queue"
 
 
@@ -291,6 +295,33 @@ class BatchQueue:
             left -= sizes[-1]
         return task.split(sizes) if len(sizes) > 1 else [task]
 
+    def run_inline(self, task: BatchTask) -> bool:
+        """Adaptive mode: run ``task`` as a batch of its own on the calling thread, at once,
+        if the queue is idle and its policy says a task runs faster than the next one comes
+        (`AdaptivePolicy.runs_inline`); False (nothing done) otherwise. Called on an event
+        loop, it spares the hop to a batch thread and back when nobody else is waiting."""
+        policy = self._policy
+        if policy is None or task.size > self._exec_size:
+            return False
+        sched = self._scheduler
+        with sched._lock:
+            now = sched._clock()
+            if (self._closed or self._depth or self._in_flight or not policy.runs_inline(task.size)
+                    or (task.deadline is not None and task.deadline <= now)):
+                return False
+            policy.arrived(now, task.size)
+            self.arrivals += 1
+            task.enqueued_at = now
+            task.state = RUNNING
+            self._in_flight += 1
+            depth = self._depth
+        batch = _Batch()
+        batch.add(task, now)
+        batch.padded = task.size
+        sched._observe_enqueue(self.model_name, self.name, task.size, depth)
+        sched._run(self, batch, now)
+        return True
+
     def release(self) -> None:
         """End a `schedule(..., hold=True)`: the open batch may run once the model is free."""
         sched = self._scheduler
@@ -408,6 +439,7 @@ class BatchScheduler:
         observers: Sequence[BatchObserver] = (),
         clock: Callable[[], float] = time.monotonic,
         start_threads: bool = True,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if num_batch_threads < 1:
             raise ServingError(
@@ -417,6 +449,12 @@ class BatchScheduler:
         self.num_batch_threads = num_batch_threads
         self._observers = tuple(observers)
         self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._cpus = schedulable_cpus()
+        # Guarded by _lock: the CPU-use window (wall and process CPU seconds at its start).
+        self._window_at = clock()
+        self._window_cpu = cpu_clock()
+        self._saturated = False
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # batch threads wait here
         self._drained = threading.Condition(self._lock)  # closing queues wait here
@@ -555,6 +593,13 @@ class BatchScheduler:
                 self._drained.notify_all()
             policy = queue._policy
             if policy is not None:
+                now = clock()
+                if now - self._window_at >= _CPU_WINDOW_SECONDS:
+                    cpu = self._cpu_clock()
+                    used = (cpu - self._window_cpu) / ((now - self._window_at) * self._cpus)
+                    self._saturated = used >= _SATURATED
+                    self._window_at, self._window_cpu = now, cpu
+                policy.saturated = self._saturated
                 if batch.merge_key is not None:
                     policy.batch_ran(padded, run_seconds)
                 if self._waiting and queue._runnable_at_locked() is not None:

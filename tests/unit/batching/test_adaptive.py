@@ -29,6 +29,7 @@ class Task(BatchTask):
 class Clock:
     def __init__(self, now=100.0):
         self.now = now
+        self.cpu = 0.0  # the process's CPU seconds, as the scheduler reads them
 
     def __call__(self):
         return self.now
@@ -63,7 +64,7 @@ def clock():
 
 @pytest.fixture
 def scheduler(clock):
-    s = BatchScheduler(1, "p", clock=clock, start_threads=False)
+    s = BatchScheduler(1, "p", clock=clock, start_threads=False, cpu_clock=lambda: clock.cpu)
     yield s
     s.stop(1)
 
@@ -307,3 +308,41 @@ def test_a_held_batch_waits_for_release_or_its_bound(scheduler, clock):
     assert scheduler.run_once() and model.labels()[-1] == ["c"]
     q.schedule(Task("d"))  # a blocking caller's task: nothing holds it
     assert scheduler.run_once() and model.labels()[-1] == ["d"]
+
+
+def test_a_short_task_on_an_idle_model_may_run_on_the_callers_thread(scheduler, clock):
+    model = Model(clock, a=0.0005)  # 0.6 ms a batch
+    q = scheduler.add_queue("q", adaptive(), model)
+    assert not q.run_inline(Task("cold"))  # nothing measured yet: through the queue
+    teach(scheduler, q, clock, model)  # tasks 50 ms apart: slower than a batch
+    t = Task("t")
+    assert q.run_inline(t) and t.ran and model.labels() == [["t"]]
+    q.schedule(Task("queued"))
+    assert not q.run_inline(Task("behind"))  # another task waits: never jump the queue
+    assert scheduler.run_once()
+
+
+def test_no_inline_run_while_tasks_come_faster_than_a_batch(scheduler, clock):
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
+    fast_arrivals_withdrawn(scheduler, q, clock, model)
+    clock.now += 0.001
+    assert not q.run_inline(Task("t"))
+
+
+def test_slow_arrivals_are_batched_while_the_cpu_is_saturated(scheduler, clock):
+    # Tasks 30 ms apart, a batch costs 10 ms: alone they would run at once; but if the
+    # process used all its CPU meanwhile, the front end (not the clients) sets the pace.
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
+    teach(scheduler, q, clock, model, gap=0.030)
+    for _ in range(5):
+        clock.now += 0.030
+        clock.cpu += 0.100  # all the CPUs busy (0.1 s of CPU per ~40 ms, on up to 2 CPUs)
+        q.schedule(Task("busy"))
+        while scheduler.run_once():
+            pass
+    clock.now += 0.030
+    q.schedule(Task("t"))
+    assert scheduler.next_run_at() > clock.now
+    assert not q.run_inline(Task("u"))
