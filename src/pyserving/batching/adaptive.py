@@ -17,7 +17,8 @@ only when a cost model says the wait pays for itself:
   ``g`` is shorter than a batch's fixed cost ``a``, the tasks of a burst are worth one batch:
   the batch runs once no task came for two typical gaps (the burst is over), when it is
   full, or at its bounds. When ``g >= a`` (a lone client, light traffic) it runs at once,
-  unless the process is using all the CPU it may run on (`AdaptivePolicy.saturated`).
+  unless the process is using most of the CPU it may run on (`AdaptivePolicy.saturated`)
+  and batches have been merging requests.
   Why not less: with the model on the core the front end also runs on (the server pinned
   to one core), a batch started while requests are still arriving pays ``a`` again for
   them *and* takes the CPU from the event loop that is reading them, so every request in
@@ -126,11 +127,13 @@ class AdaptivePolicy:
     """
 
     __slots__ = ("cost", "timeout", "max_latency", "_last_arrival", "_gap", "_rows", "_arrivals",
-                 "chosen_wait", "_logged", "name", "saturated")
+                 "chosen_wait", "_logged", "name", "saturated", "max_rows", "_tasks_per_batch")
 
-    def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "") -> None:
+    def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "",
+                 max_rows: int = 0) -> None:
         self.cost = CostModel()
         self.timeout = timeout
+        self.max_rows = max_rows
         self.max_latency = max_latency
         self.name = name
         self._last_arrival: float | None = None
@@ -138,6 +141,7 @@ class AdaptivePolicy:
         self._rows = 1.0
         self._arrivals = 0
         self.chosen_wait = 0.0  # the wait planned for the last batch taken (seconds)
+        self._tasks_per_batch = 1.0  # recent batches (exponentially weighted)
         # Set by the scheduler: the process used (nearly) all the CPU it may run on lately.
         # Tasks then come as fast as the front end can make them, not as clients send
         # them: a slow gap says nothing about the clients, and a batch started early
@@ -170,17 +174,19 @@ class AdaptivePolicy:
         if self.timeout <= 0.0 or self._arrivals < _MIN_SAMPLES or self.cost.samples < _MIN_SAMPLES:
             return 0.0
         gap = self._gap
-        if gap >= self.cost.a and not self.saturated:
+        # While saturated, bursts are waited for only if batches have been merging tasks:
+        # one client at a time (a sequential client on a busy CPU) never sends another
+        # request while its last is queued, so waiting for one would be lost time.
+        busy = self.saturated and self._tasks_per_batch >= 1.5
+        if gap >= self.cost.a and not busy:
             return 0.0
         return _SILENCE_GAPS * gap
 
     def runs_inline(self, rows: int) -> bool:
-        """Whether a task of ``rows`` rows finding the model idle may run on the caller's
-        thread: it is short (`_INLINE_SECONDS`) and tasks come slower than a batch's fixed
-        cost (so nobody is expected to wait behind it)."""
+        """Whether a task of ``rows`` rows may run on the caller's thread (the caller
+        checked that nothing else is in flight): it is short (`_INLINE_SECONDS`)."""
         cost = self.cost
-        return (cost.samples >= _MIN_SAMPLES and self._gap >= cost.a and not self.saturated
-                and cost.estimate(rows) <= _INLINE_SECONDS)
+        return cost.samples >= _MIN_SAMPLES and cost.estimate(rows) <= _INLINE_SECONDS
 
     def run_at(self, start: float, rows: int, deadline: float | None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run
@@ -189,6 +195,11 @@ class AdaptivePolicy:
         if wait <= 0.0 or self._last_arrival is None:
             return 0.0
         at = min(self._last_arrival + wait, start + self.timeout)
+        if self.saturated and self.max_rows:
+            # Requests that never pause (open-loop traffic near capacity) would otherwise
+            # hold every batch to its timeout; a wait longer than a full batch's run time
+            # cannot make the batch cheaper than full batches back to back.
+            at = min(at, start + self.cost.estimate(self.max_rows))
         run = self.cost.estimate(rows + max(1, round(self._rows)))
         if self.max_latency > 0.0:
             at = min(at, start + self.max_latency - run)
@@ -196,9 +207,11 @@ class AdaptivePolicy:
             at = min(at, deadline - run)
         return at if at > start else 0.0
 
-    def batch_taken(self, start: float, taken_at: float) -> None:
-        """A batch whose oldest task arrived at ``start`` was taken at ``taken_at``."""
+    def batch_taken(self, start: float, taken_at: float, tasks: int) -> None:
+        """A batch of ``tasks`` tasks whose oldest arrived at ``start`` was taken at
+        ``taken_at``."""
         self.chosen_wait = max(0.0, taken_at - start)
+        self._tasks_per_batch += _ARRIVAL_WEIGHT * (tasks - self._tasks_per_batch)
 
     def batch_ran(self, rows: int, seconds: float) -> None:
         """A batch of ``rows`` rows (padding included) ran in ``seconds``."""

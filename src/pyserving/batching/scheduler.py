@@ -197,7 +197,7 @@ class BatchQueue:
         self._closed = False
         self._in_flight = 0
         self._depth = 0
-        self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name)
+        self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name, self._exec_size)
                         if options.adaptive else None)
         self._held = False  # adaptive: the open batch waits for `release`
         self.arrivals = 0  # tasks ever scheduled (read without the lock: a hint)
@@ -297,13 +297,15 @@ class BatchQueue:
 
     def run_inline(self, task: BatchTask) -> bool:
         """Adaptive mode: run ``task`` as a batch of its own on the calling thread, at once,
-        if the queue is idle and its policy says a task runs faster than the next one comes
-        (`AdaptivePolicy.runs_inline`); False (nothing done) otherwise. Called on an event
-        loop, it spares the hop to a batch thread and back when nobody else is waiting."""
+        if it is the server's only request in flight (`BatchScheduler.requests_in_flight`),
+        the queue is idle and the task short (`AdaptivePolicy.runs_inline`); False (nothing
+        done) otherwise. Called on an event loop, it spares the hop to a batch thread and
+        back (measured: sequential p50 ~0.1 ms lower) when nobody else is waiting."""
         policy = self._policy
-        if policy is None or task.size > self._exec_size:
-            return False
         sched = self._scheduler
+        in_flight = sched.requests_in_flight
+        if policy is None or task.size > self._exec_size or in_flight is None or in_flight() > 1:
+            return False
         with sched._lock:
             now = sched._clock()
             if (self._closed or self._depth or self._in_flight or not policy.runs_inline(task.size)
@@ -417,7 +419,7 @@ class BatchQueue:
         if batch.merge_key is None:  # a request that runs alone, as sent
             batch.padded = batch.size
         elif self._policy is not None:
-            self._policy.batch_taken(batch.start, now)
+            self._policy.batch_taken(batch.start, now, len(live))
             batch.padded = self._policy.cost.padded_size(batch.size,
                                                          self.options.padded_size(batch.size))
         else:
@@ -450,6 +452,9 @@ class BatchScheduler:
         self._observers = tuple(observers)
         self._clock = clock
         self._cpu_clock = cpu_clock
+        # Requests the server has in flight (set by the server; None: unknown, and then
+        # no task runs on its caller's thread).
+        self.requests_in_flight: Callable[[], int] | None = None
         self._cpus = schedulable_cpus()
         # Guarded by _lock: the CPU-use window (wall and process CPU seconds at its start).
         self._window_at = clock()

@@ -30,6 +30,7 @@ class Clock:
     def __init__(self, now=100.0):
         self.now = now
         self.cpu = 0.0  # the process's CPU seconds, as the scheduler reads them
+        self.in_flight = 1  # the server's requests in flight
 
     def __call__(self):
         return self.now
@@ -65,6 +66,7 @@ def clock():
 @pytest.fixture
 def scheduler(clock):
     s = BatchScheduler(1, "p", clock=clock, start_threads=False, cpu_clock=lambda: clock.cpu)
+    s.requests_in_flight = lambda: clock.in_flight
     yield s
     s.stop(1)
 
@@ -320,14 +322,22 @@ def test_a_short_task_on_an_idle_model_may_run_on_the_callers_thread(scheduler, 
     q.schedule(Task("queued"))
     assert not q.run_inline(Task("behind"))  # another task waits: never jump the queue
     assert scheduler.run_once()
+    clock.in_flight = 2  # another request is being read or answered: it would wait
+    assert not q.run_inline(Task("other"))
 
 
-def test_no_inline_run_while_tasks_come_faster_than_a_batch(scheduler, clock):
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
-    fast_arrivals_withdrawn(scheduler, q, clock, model)
-    clock.now += 0.001
-    assert not q.run_inline(Task("t"))
+def saturate(scheduler, queue, clock, model, per_batch=3):
+    """Bursts of ``per_batch`` tasks 30 ms apart while the process uses all its CPUs (0.1 s
+    of CPU per ~40 ms, on up to 2 CPUs)."""
+    teach(scheduler, queue, clock, model, gap=0.030)
+    for _ in range(5):
+        clock.now += 0.030
+        clock.cpu += 0.100
+        for _ in range(per_batch):
+            queue.schedule(Task("busy"))
+        while (at := scheduler.next_run_at()) is not None:
+            clock.now = max(clock.now, at)
+            scheduler.run_once()
 
 
 def test_slow_arrivals_are_batched_while_the_cpu_is_saturated(scheduler, clock):
@@ -335,14 +345,30 @@ def test_slow_arrivals_are_batched_while_the_cpu_is_saturated(scheduler, clock):
     # process used all its CPU meanwhile, the front end (not the clients) sets the pace.
     model = flat_model(clock)
     q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
-    teach(scheduler, q, clock, model, gap=0.030)
-    for _ in range(5):
-        clock.now += 0.030
-        clock.cpu += 0.100  # all the CPUs busy (0.1 s of CPU per ~40 ms, on up to 2 CPUs)
-        q.schedule(Task("busy"))
-        while scheduler.run_once():
-            pass
+    saturate(scheduler, q, clock, model)
     clock.now += 0.030
     q.schedule(Task("t"))
     assert scheduler.next_run_at() > clock.now
-    assert not q.run_inline(Task("u"))
+
+
+def test_while_saturated_no_wait_outlasts_a_full_batchs_run(scheduler, clock):
+    model = flat_model(clock)  # ~10 ms a batch of any size up to 64
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
+    saturate(scheduler, q, clock, model)
+    start = clock.now = clock.now + 0.001
+    for i in range(40):  # tasks that never pause, 0.3 ms apart
+        q.schedule(Task(f"t{i}"))
+        if scheduler.next_run_at() <= clock.now:
+            break
+        clock.now += 0.0003
+    assert clock.now - start <= 0.0105  # ~ a full batch's run (10 ms), not the 100 ms timeout
+
+
+def test_a_lone_client_on_a_saturated_cpu_never_waits(scheduler, clock):
+    # Its next request only comes once this one is answered: waiting would be lost time.
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
+    saturate(scheduler, q, clock, model, per_batch=1)
+    clock.now += 0.030
+    q.schedule(Task("t"))
+    assert scheduler.next_run_at() == 0.0
