@@ -184,9 +184,11 @@ class AdaptivePolicy:
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a task of ``rows`` rows may run on the caller's thread (the caller
-        checked that nothing else is in flight): it is short (`_INLINE_SECONDS`)."""
+        checked that nothing else is in flight): it is short (`_INLINE_SECONDS`) and recent
+        batches held one task each."""
         cost = self.cost
-        return cost.samples >= _MIN_SAMPLES and cost.estimate(rows) <= _INLINE_SECONDS
+        return (cost.samples >= _MIN_SAMPLES and cost.estimate(rows) <= _INLINE_SECONDS
+                and self._tasks_per_batch < 1.5)
 
     def run_at(self, start: float, rows: int, deadline: float | None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run
