@@ -351,8 +351,6 @@ class Server:
 
             pool = self.batching.scheduler.thread_pool_name
             self.batching.scheduler.add_observer(MetricsObserver(lambda model: metrics.batching(model, pool)))
-            # adaptive batching runs a lone request on the loop only when it is the only one
-            self.batching.scheduler.requests_in_flight = metrics.open_requests
         self.rest_app = None
         if options.rest_api_port and options.rest_api_port != options.port:
             from pyserving.api.rest.server import build_rest_app

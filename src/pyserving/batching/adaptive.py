@@ -51,8 +51,6 @@ _FIT_DECAY = 0.95
 _ARRIVAL_WEIGHT = 0.2
 # Samples before the fit (or the arrival estimate) is trusted for a wait; until then, no wait.
 _MIN_SAMPLES = 3
-# Longest estimated run of a task run on the caller's thread (an event loop) when idle.
-_INLINE_SECONDS = 0.002
 # A burst of arrivals is over when no task came for this many typical gaps.
 _SILENCE_GAPS = 2.0
 # A parameter logged again once it moved by this factor from the last logged value.
@@ -181,14 +179,6 @@ class AdaptivePolicy:
         if gap >= self.cost.a and not busy:
             return 0.0
         return _SILENCE_GAPS * gap
-
-    def runs_inline(self, rows: int) -> bool:
-        """Whether a task of ``rows`` rows may run on the caller's thread (the caller
-        checked that nothing else is in flight): it is short (`_INLINE_SECONDS`) and recent
-        batches held one task each."""
-        cost = self.cost
-        return (cost.samples >= _MIN_SAMPLES and cost.estimate(rows) <= _INLINE_SECONDS
-                and self._tasks_per_batch < 1.5)
 
     def run_at(self, start: float, rows: int, deadline: float | None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run

@@ -355,9 +355,6 @@ class BatchingServable:
         queue = self._enqueue(request, signature, inputs, output_filter, deadline, hold)
         future = request.future
         assert future is not None
-        if hold and request.left == 0:  # it ran here (`BatchQueue.run_inline`)
-            _resolve_all([request])
-            return await future
         if hold:
             if not self._held:
                 loop.call_soon(self._end_of_turn, loop)
@@ -452,8 +449,7 @@ class BatchingServable:
         queue = self._queue(signature, output_filter)
         piece = _Piece(request, 0, arrays, size, merge_key, deadline)
         request.pieces = [piece]
-        if not (hold and queue.run_inline(piece)):
-            queue.schedule(piece, hold)
+        queue.schedule(piece, hold)
         return queue
 
     @staticmethod

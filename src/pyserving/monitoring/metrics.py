@@ -548,10 +548,6 @@ class ServingMetrics:
         if state == _STATE_END and key in self._unloading_since:
             self.unload_duration.labels(name).observe(now - self._unloading_since.pop(key))
 
-    def open_requests(self) -> int:
-        """Requests whose handler started and has not finished (any thread; a hint)."""
-        return len(self._open)
-
     # -- hooks for warmup and batching --------------------------------------------------------------
     def record_warmup(self, model_path: str, status: str, seconds: float, records_read: int) -> None:
         """One version's warmup finished. `status` is the canonical code name ("OK",

@@ -30,7 +30,6 @@ class Clock:
     def __init__(self, now=100.0):
         self.now = now
         self.cpu = 0.0  # the process's CPU seconds, as the scheduler reads them
-        self.in_flight = 1  # the server's requests in flight
 
     def __call__(self):
         return self.now
@@ -66,7 +65,6 @@ def clock():
 @pytest.fixture
 def scheduler(clock):
     s = BatchScheduler(1, "p", clock=clock, start_threads=False, cpu_clock=lambda: clock.cpu)
-    s.requests_in_flight = lambda: clock.in_flight
     yield s
     s.stop(1)
 
@@ -310,20 +308,6 @@ def test_a_held_batch_waits_for_release_or_its_bound(scheduler, clock):
     assert scheduler.run_once() and model.labels()[-1] == ["c"]
     q.schedule(Task("d"))  # a blocking caller's task: nothing holds it
     assert scheduler.run_once() and model.labels()[-1] == ["d"]
-
-
-def test_a_short_task_on_an_idle_model_may_run_on_the_callers_thread(scheduler, clock):
-    model = Model(clock, a=0.0005)  # 0.6 ms a batch
-    q = scheduler.add_queue("q", adaptive(), model)
-    assert not q.run_inline(Task("cold"))  # nothing measured yet: through the queue
-    teach(scheduler, q, clock, model)  # tasks 50 ms apart: slower than a batch
-    t = Task("t")
-    assert q.run_inline(t) and t.ran and model.labels() == [["t"]]
-    q.schedule(Task("queued"))
-    assert not q.run_inline(Task("behind"))  # another task waits: never jump the queue
-    assert scheduler.run_once()
-    clock.in_flight = 2  # another request is being read or answered: it would wait
-    assert not q.run_inline(Task("other"))
 
 
 def saturate(scheduler, queue, clock, model, per_batch=3):
