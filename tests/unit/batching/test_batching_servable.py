@@ -441,21 +441,26 @@ def test_a_duplicate_output_alias_is_invalid_argument(scheduler):
     assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == "duplicate output tensor alias: y"
 
 
+class LoadedModel:
+    """A platform loader whose servable is ``model``, already there."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def load(self):
+        pass
+
+    def unload(self):
+        pass
+
+    def servable(self):
+        return self.model
+
+
 def test_adaptive_loads_warm_the_batch_sizes_it_will_run(scheduler, tmp_path):
     model = Model()
-
-    class Loader:
-        def load(self):
-            pass
-
-        def unload(self):
-            pass
-
-        def servable(self):
-            return model
-
     options = BatchingOptions(max_batch_size=8, allowed_batch_sizes=(2, 8), mode="adaptive")
-    BatchingLoader(Loader(), scheduler, BatchingConfig(options), str(tmp_path), "m", 1).load()
+    BatchingLoader(LoadedModel(model), scheduler, BatchingConfig(options), str(tmp_path), "m", 1).load()
     # Signatures whose inputs can be made up, at every allowed size, a few times each; the
     # one with an unknown non-batch dimension ("seq") is left to the warmup records, and
     # one whose first run fails ("broken": a scalar output) stops there, the load goes on.
@@ -465,17 +470,6 @@ def test_adaptive_loads_warm_the_batch_sizes_it_will_run(scheduler, tmp_path):
 
 def test_fixed_loads_warm_no_batch_sizes(scheduler, tmp_path):
     model = Model()
-
-    class Loader:
-        def load(self):
-            pass
-
-        def unload(self):
-            pass
-
-        def servable(self):
-            return model
-
-    BatchingLoader(Loader(), scheduler, BatchingConfig(BatchingOptions(max_batch_size=8)), str(tmp_path),
-                   "m", 1).load()
+    BatchingLoader(LoadedModel(model), scheduler, BatchingConfig(BatchingOptions(max_batch_size=8)),
+                   str(tmp_path), "m", 1).load()
     assert model.runs == []
