@@ -114,6 +114,17 @@ def _grpc_sequential(target: str, body: bytes, start_at: float, end_at: float,
 # ---------------------------------------------------------------------------- HTTP
 
 
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (with Content-Length) off ``reader``; its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def _http_caller(host: str, port: int, request: bytes, start_at: float, end_at: float,
                        latencies: list[float], errors: list[int], tls: object = None) -> None:
     reader, writer = await asyncio.open_connection(host, port, ssl=tls,
@@ -129,13 +140,7 @@ async def _http_caller(host: str, port: int, request: bytes, start_at: float, en
             if time.time() >= end_at:
                 return
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            status = await read_response(reader)
             if status == 200:
                 latencies.append(time.perf_counter() - t0)
             else:

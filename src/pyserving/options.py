@@ -29,6 +29,14 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_batching_mode(text: str) -> str:
+    """``fixed`` or ``adaptive``; a typo is an error, not silently TF Serving's mode."""
+    mode = text.strip().lower()
+    if mode not in ("fixed", "adaptive"):
+        raise ValueError("expected fixed or adaptive")
+    return mode
+
+
 def flag(default: T, help: str, *, inert: bool = False, parse: Callable[[str], T] | None = None) -> T:
     """A field of the table (typed as its value, for the type checker)."""
     metadata = {"help": help, "inert": inert, "parse": parse}
@@ -56,6 +64,13 @@ class ServerOptions:
     batching_parameters_file: str = flag("", "If non-empty, read an ascii BatchingParameters protobuf")
     enable_per_model_batching_parameters: bool = flag(
         False, "Enables model specific batching params like batch sizes, timeouts, batching feature flags")
+    batching_mode: str = flag(
+        "fixed", "pyserving: fixed (TF Serving's: a batch waits until full or batch_timeout_micros) or "
+        "adaptive (a batch runs as soon as the model is free; waits only when a cost model says it pays, "
+        "batch_timeout_micros at most)", parse=parse_batching_mode)
+    batching_max_latency_ms: float = flag(
+        0.0, "pyserving: with --batching_mode=adaptive, no batch waits for more rows if its oldest request "
+        "would then take longer than this (0: batch_timeout_micros is the only bound)")
     model_config_file: str = flag("", "If non-empty, read an ascii ModelServerConfig protobuf")
     model_config_file_poll_wait_seconds: int = flag(
         0, "Interval in seconds between each poll of the model config file (0: read once)")

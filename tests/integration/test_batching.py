@@ -134,28 +134,24 @@ def wait_admitted(server, count: float, timeout: float = 30) -> None:
 # --------------------------------------------------------------------------- results
 
 
-def test_batched_answers_equal_unbatched_for_mixed_sizes_rest(server):
-    bodies = [[[float(10 * i + j)] for j in range(size)] for i, size in enumerate([1, 3, 2, 5, 1, 4, 8, 2])]
-    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+def assert_rest_answers_equal_unbatched(server, sizes, threads):
+    """Concurrent requests of ``sizes`` rows to the batched copies of half_plus_two answer
+    byte for byte as the unbatched one."""
+    bodies = [[[float(10 * i + j)] for j in range(size)] for i, size in enumerate(sizes)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         batched = list(pool.map(lambda b: predict(server, "hpt", b), bodies))
         split = list(pool.map(lambda b: predict(server, "hpt_split", b), bodies))
     for body, a, b in zip(bodies, batched, split):
         reference = predict(server, "hpt_plain", body)
         assert reference.status_code == a.status_code == b.status_code == 200, (a.text, b.text)
         assert a.text == reference.text == b.text  # byte for byte
-    server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=20000", timeout=5)
 
 
-def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
-    rng = np.random.default_rng(4)
-    images = [rng.random((k, 28, 28, 1), dtype=np.float32) for k in (1, 2, 1, 3, 1, 4)]
-
-    def call(model, x):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.inputs["input_image"].CopyFrom(tf.make_tensor_proto(x))
-        return tf.make_ndarray(stub.Predict(request, timeout=60).outputs["y_pred"])
-
+def assert_cnn_answers_match_unbatched(call, sizes, seed):
+    """``call(model, images) -> predictions``: concurrent requests of ``sizes`` images to
+    the batched MNIST CNN match the unbatched model's answers."""
+    rng = np.random.default_rng(seed)
+    images = [rng.random((k, 28, 28, 1), dtype=np.float32) for k in sizes]
     with concurrent.futures.ThreadPoolExecutor(len(images)) as pool:
         batched = list(pool.map(lambda x: call("mnist", x), images))
     for x, got in zip(images, batched):
@@ -164,6 +160,21 @@ def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
         # Same rows; a different batch size may pick another kernel (last-bit differences,
         # as in TF Serving), so compare to float32 precision.
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_batched_answers_equal_unbatched_for_mixed_sizes_rest(server):
+    assert_rest_answers_equal_unbatched(server, [1, 3, 2, 5, 1, 4, 8, 2], 8)
+    server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=20000", timeout=5)
+
+
+def test_batched_cnn_answers_match_unbatched_grpc(server, stub):
+    def call(model, x):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.inputs["input_image"].CopyFrom(tf.make_tensor_proto(x))
+        return tf.make_ndarray(stub.Predict(request, timeout=60).outputs["y_pred"])
+
+    assert_cnn_answers_match_unbatched(call, (1, 2, 1, 3, 1, 4), seed=4)
 
 
 def test_a_request_larger_than_splittable_limits_is_split(server):
@@ -294,3 +305,72 @@ def test_seed_000_environment_variables_turn_batching_on(model_zoo):
         server.wait_for_log("Batching hpt:1: max_batch_size=1000 batch_timeout_micros=10000", timeout=5)
         r = predict(server, "hpt", [[1.0], [2.0]])
         assert r.json() == {"predictions": [[2.5], [3.0]]}
+
+
+# --------------------------------------------------------------------------- adaptive mode
+
+ADAPTIVE_MODELS = {
+    # a long timeout: in fixed mode every lone request would wait a whole second
+    "hpt": ("half_plus_two", "max_batch_size { value: 8 } batch_timeout_micros { value: 1000000 } "
+                             "allowed_batch_sizes: 2 allowed_batch_sizes: 4 allowed_batch_sizes: 8 "
+                             "max_enqueued_batches { value: 1000 }"),
+    "hpt_split": MODELS["hpt_split"],
+    "hpt_plain": MODELS["hpt_plain"],
+    "mnist": ("mnist_cnn", "max_batch_size { value: 64 } batch_timeout_micros { value: 1000000 }"),
+    "mnist_plain": MODELS["mnist_plain"],
+}
+
+
+@pytest.fixture(scope="module")
+def adaptive_server(model_zoo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adaptive")
+    entries = []
+    for name, (source, params) in ADAPTIVE_MODELS.items():
+        path = copy_model(model_zoo / source, root / name, params)
+        entries.append(f'config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}')
+    config = root / "models.config"
+    config.write_text("model_config_list {\n" + "\n".join(entries) + "\n}\n")
+    monitoring = root / "monitoring.txt"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}')
+    with ServerProcess(
+        f"--model_config_file={config}", "--enable_batching", "--enable_per_model_batching_parameters",
+        "--batching_mode=adaptive", f"--monitoring_config_file={monitoring}",
+        "--file_system_poll_wait_seconds=0",
+    ) as proc:
+        yield proc
+
+
+def test_adaptive_answers_equal_unbatched_for_mixed_sizes(adaptive_server):
+    server = adaptive_server
+    assert_rest_answers_equal_unbatched(server, [1, 3, 2, 5, 1, 4, 8, 2] * 3, 8)
+    server.wait_for_log("Batching hpt:1: max_batch_size=8 batch_timeout_micros=1000000", timeout=5)
+    server.wait_for_log("mode=adaptive", timeout=5)
+
+
+def test_adaptive_cnn_answers_match_unbatched(adaptive_server):
+    def call(model, x):
+        r = predict(adaptive_server, model, x.tolist())
+        assert r.status_code == 200, r.text
+        return np.asarray(r.json()["predictions"], np.float32)
+
+    assert_cnn_answers_match_unbatched(call, (1, 2, 1, 3, 1, 4, 7, 1, 2), seed=5)
+
+
+def test_adaptive_lone_requests_do_not_wait_for_the_timeout(adaptive_server):
+    # The timeout is one second: ten sequential requests in fixed mode would take ten.
+    started = time.monotonic()
+    for i in range(10):
+        r = predict(adaptive_server, "hpt", [[float(i)]])
+        assert r.json() == {"predictions": [[i / 2 + 2]]}
+    assert time.monotonic() - started < 5.0
+
+
+def test_adaptive_metrics_are_exported(adaptive_server):
+    predict(adaptive_server, "mnist", np.zeros((2, 28, 28, 1)).tolist())
+    families = {f.name: f for f in text_string_to_metric_families(adaptive_server.get(METRICS_PATH).text)}
+    fixed_cost = {s.labels["model"]: s.value for s in families["pyserving_batch_cost_fixed_seconds"].samples}
+    assert fixed_cost["mnist"] > 0  # learned from the warmed batch sizes and the requests
+    assert "pyserving_batch_queue_delay_seconds" in families
+    rows = {s.labels["model"]: s.value for s in families["pyserving_batch_rows"].samples
+            if s.name == "pyserving_batch_rows_total"}
+    assert rows["mnist"] >= 2

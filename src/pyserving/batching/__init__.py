@@ -62,9 +62,9 @@ class MetricsObserver:
     """A `BatchObserver` feeding per-model metric hooks.
 
     ``hooks_for(model_name)`` returns an object with ``task_enqueued(size)``,
-    ``set_queue_depth(tasks)`` and ``batch_started(batch_size, padding_size,
-    queue_seconds)`` (`pyserving.monitoring.metrics.BatchingMetrics`); it is called once
-    per model. Thread-safe (the cache tolerates a duplicate first lookup).
+    ``set_queue_depth(tasks)``, ``batch_started(batch_size, padding_size, queue_seconds)``,
+    ``batch_rows(rows, padding_rows)`` and ``adaptive_state(a, b, wait)``
+    (`pyserving.monitoring.metrics.BatchingMetrics`); it is called once per model. Thread-safe (the cache tolerates a duplicate first lookup).
     """
 
     def __init__(self, hooks_for: Callable[[str], Any]) -> None:
@@ -87,3 +87,6 @@ class MetricsObserver:
         hooks.batch_started(stats.padded_size, stats.padded_size - stats.batch_size,
                             [m / 1e6 for m in stats.queuing_micros])
         hooks.set_queue_depth(stats.queue_depth)
+        hooks.batch_rows(stats.batch_size, stats.padded_size - stats.batch_size)
+        if stats.adaptive:
+            hooks.adaptive_state(stats.cost_a_seconds, stats.cost_b_seconds, stats.chosen_wait_seconds)

@@ -19,6 +19,10 @@ Two ways to wait, same semantics:
   ``timeout_ms``.
 - `run_async` (a coroutine, on the event loop): no thread is held while queued; the batch
   thread resolves the futures of a whole batch with one ``call_soon_threadsafe``.
+In adaptive mode (``--batching_mode=adaptive``) `run_async` holds its queue's open batch
+until the event loop has gone two turns without queueing another request to it (or the
+batch is full, or at its timeout): the requests the loop has at hand join one batch, and a
+lone request runs after those two turns (a few microseconds), not after a timeout.
 Either way a caller never waits past its deadline: a task still queued is withdrawn and
 never runs (DEADLINE_EXCEEDED ``Run() timeout exceeded while waiting in batching
 queue``); the batch itself runs with the largest remaining timeout of its tasks.
@@ -44,6 +48,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from pyserving.batching import batch as batch_ops
+from pyserving.batching.adaptive import warm_batch_sizes
 from pyserving.batching.options import (
     PER_MODEL_FILE_NAME,
     BatchingConfig,
@@ -135,6 +140,10 @@ def _resolve_all(requests: list[_Request]) -> None:
         else:
             future.set_result(request.outputs)  # type: ignore[arg-type]
 
+
+# Adaptive mode: loop turns without a new task before a held batch may run. One turn is
+# not enough: requests read in a turn get their handler's first step after this check.
+_QUIET_TURNS = 2
 
 # The event loop's timers fire to the millisecond (libuv), maybe a little early: a deadline
 # this close is due, instead of re-arming the timer for what is left of it.
@@ -273,6 +282,9 @@ class BatchingServable:
         self._queues: dict[tuple[str, frozenset[str] | None], BatchQueue] = {}
         self._closed = False
         self._deadlines: _Deadlines | None = None  # run_async's, on the loop that calls it
+        # adaptive: queues run_async holds while the loop has requests at hand, with the
+        # arrivals count last seen and the quiet turns since (touched on the loop only)
+        self._held: dict[BatchQueue, tuple[int, int]] = {}
 
     # -- Servable protocol ------------------------------------------------------------
     @property
@@ -339,9 +351,14 @@ class BatchingServable:
         if deadline is not None and deadline <= time.monotonic():
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded before running")
         request = _Request(loop)
-        queue = self._enqueue(request, signature, inputs, output_filter, deadline)
+        hold = self._options.adaptive
+        queue = self._enqueue(request, signature, inputs, output_filter, deadline, hold)
         future = request.future
         assert future is not None
+        if hold:
+            if not self._held:
+                loop.call_soon(self._end_of_turn, loop)
+            self._held.setdefault(queue, (-1, 0))
         if deadline is not None:
             deadlines = self._deadlines
             if deadlines is None or deadlines.loop is not loop:
@@ -393,8 +410,26 @@ class BatchingServable:
                 self._queues[key] = queue
         return queue
 
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Release a held queue once the loop went through `_QUIET_TURNS` turns without
+        queueing a task to it: while the loop keeps reading requests for the model, they
+        join the batch (on a core the loop shares with the model, running a batch would
+        only slow the loop down); once it has none at hand, the batch runs."""
+        held = self._held
+        for queue, (seen, quiet) in list(held.items()):
+            arrivals = queue.arrivals
+            if arrivals != seen:
+                held[queue] = (arrivals, 0)
+            elif quiet + 1 >= _QUIET_TURNS:
+                del held[queue]
+                queue.release()
+            else:
+                held[queue] = (seen, quiet + 1)
+        if held:
+            loop.call_soon(self._end_of_turn, loop)
+
     def _enqueue(self, request: _Request, signature: Signature, inputs: Mapping[str, np.ndarray],
-                 output_filter: Sequence[str], deadline: float | None) -> BatchQueue:
+                 output_filter: Sequence[str], deadline: float | None, hold: bool = False) -> BatchQueue:
         arrays = {alias: v if type(v) is np.ndarray else np.asarray(v) for alias, v in inputs.items()}
         merge_key: object
         if self._matches(signature, arrays):
@@ -414,7 +449,7 @@ class BatchingServable:
         queue = self._queue(signature, output_filter)
         piece = _Piece(request, 0, arrays, size, merge_key, deadline)
         request.pieces = [piece]
-        queue.schedule(piece)
+        queue.schedule(piece, hold)
         return queue
 
     @staticmethod
@@ -505,7 +540,7 @@ class BatchingLoader:
         path = os.path.join(self._export_dir, PER_MODEL_FILE_NAME)
         if not os.path.isfile(path):
             return None
-        return read_batching_parameters_file(path)
+        return self._config.with_server_choices(read_batching_parameters_file(path))
 
     def load(self) -> None:
         if self._servable is not None:
@@ -526,12 +561,12 @@ class BatchingLoader:
             log.info(
                 "Batching %s: max_batch_size=%d batch_timeout_micros=%d max_enqueued_batches=%d "
                 "allowed_batch_sizes=%s pad_variable_length_inputs=%s "
-                "enable_large_batch_splitting=%s max_execution_batch_size=%d thread_pool=%s(%d)",
+                "enable_large_batch_splitting=%s max_execution_batch_size=%d thread_pool=%s(%d) mode=%s",
                 self._name, options.max_batch_size, options.batch_timeout_micros,
                 options.max_enqueued_batches, list(options.allowed_batch_sizes),
                 options.pad_variable_length_inputs, options.enable_large_batch_splitting,
                 options.execution_batch_size, self._scheduler.thread_pool_name,
-                self._scheduler.num_batch_threads,
+                self._scheduler.num_batch_threads, options.mode,
             )
             if warm_here:
                 try:
@@ -540,6 +575,8 @@ class BatchingLoader:
                     servable.close()
                     self._inner.unload()  # a failed warmup fails the load
                     raise
+            if options.adaptive:
+                _warm_batch_sizes(servable, options, self._name)
         self._servable = servable
 
     def unload(self) -> None:
@@ -553,6 +590,40 @@ class BatchingLoader:
         if self._servable is None:
             raise ServingError(Code.FAILED_PRECONDITION, f"Servable {self._name} is not loaded")
         return self._servable
+
+
+# Warming the batch sizes stops once it has taken this long (a big model at a large
+# max_batch_size): what is left is warmed by the traffic.
+_SIZE_WARMUP_SECONDS = 30.0
+_SIZE_WARMUP_RUNS = 3  # per size: the first run of a shape sets up kernels
+
+
+def _warm_batch_sizes(servable: BatchingServable, options: BatchingOptions, name: str) -> None:
+    """Run every signature whose inputs can be made up (numeric, known non-batch dims) at
+    the batch sizes adaptive batching will use, through the batch queue: the first runs
+    of a new size are slow, and the measured times seed the queue's cost model. Zeros
+    as inputs; a model that rejects them keeps its load (warmup records are the real
+    test), the sizes are just not warmed."""
+    sizes = warm_batch_sizes(options.allowed_batch_sizes, options.execution_batch_size)
+    stop_at = time.monotonic() + _SIZE_WARMUP_SECONDS
+    for signature in servable.signatures.values():
+        specs = signature.inputs
+        if not specs or any(spec.np_dtype is None or spec.np_dtype.kind not in "biuf"
+                            or spec.shape is None or len(spec.shape) == 0
+                            or any(d < 0 for d in spec.shape[1:]) for spec in specs.values()):
+            continue
+        shapes = {alias: tuple(spec.shape or ())[1:] for alias, spec in specs.items()}
+        try:
+            for size in sizes:
+                inputs = {alias: np.zeros((size, *shapes[alias]), spec.np_dtype)
+                          for alias, spec in specs.items()}
+                for _ in range(_SIZE_WARMUP_RUNS):
+                    if time.monotonic() > stop_at:
+                        return
+                    servable.run(signature, inputs)
+        except ServingError as err:
+            log.info("Batching %s: batch sizes of signature %s not warmed (%s)", name,
+                     signature.name, err.message)
 
 
 def loader_wrapper(scheduler: BatchScheduler, config: BatchingConfig

@@ -55,6 +55,9 @@ __all__ = [
     "read_batching_parameters_file",
     "batching_config_from_server_options",
     "check_scheduler_options",
+    "BATCHING_MODES",
+    "FIXED",
+    "ADAPTIVE",
 ]
 
 PER_MODEL_FILE_NAME = "batching_params.pbtxt"
@@ -63,6 +66,8 @@ SERVER_THREAD_POOL_NAME = "model_server_batch_threads"
 ENV_ENABLE_BATCHING = "TF_ENABLE_BATCHING"
 ENV_BATCH_TIMEOUT_MICROS = "TF_BATCH_TIMEOUT_MICROS"
 _TRUE = ("1", "true", "yes", "on")
+FIXED, ADAPTIVE = "fixed", "adaptive"
+BATCHING_MODES = (FIXED, ADAPTIVE)
 
 
 class BatchingConfigError(Exception):
@@ -95,6 +100,15 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int | None = None
+    # pyserving's own, from flags (never from the parameters file, which stays TF's format):
+    # "fixed" is TF Serving's rule, "adaptive" runs at once when the model is free (see
+    # `pyserving.batching.adaptive`); max_latency_ms bounds adaptive waits (0: no bound).
+    mode: str = "fixed"
+    max_latency_ms: float = 0.0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.mode == ADAPTIVE
 
     @property
     def execution_batch_size(self) -> int:
@@ -113,6 +127,10 @@ class BatchingOptions:
 
     def validate(self) -> None:
         """Raise INVALID_ARGUMENT (TF Serving's messages) if these queue options are unusable."""
+        if self.mode not in BATCHING_MODES:
+            raise _invalid(f"batching_mode must be one of {', '.join(BATCHING_MODES)}; was {self.mode!r}")
+        if not (self.max_latency_ms >= 0.0):  # NaN too
+            raise _invalid(f"batching_max_latency_ms must be non-negative; was {self.max_latency_ms}")
         if self.max_batch_size <= 0:
             raise _invalid(f"input_batch_size_limit must be positive; was {self.max_batch_size}")
         if self.batch_timeout_micros < 0:
@@ -170,6 +188,10 @@ class BatchingConfig:
 
     options: BatchingOptions
     per_model: bool = False
+
+    def with_server_choices(self, options: BatchingOptions) -> BatchingOptions:
+        """A per-model file's options with what only flags set (the batching mode)."""
+        return replace(options, mode=self.options.mode, max_latency_ms=self.options.max_latency_ms)
 
 
 def _invalid(message: str) -> ServingError:
@@ -282,6 +304,10 @@ def batching_config_from_server_options(
             if env_timeout is not None:
                 options = replace(options, batch_timeout_micros=env_timeout)
         check_scheduler_options(options)
+        options = replace(options, mode=str(getattr(server_options, "batching_mode", FIXED)),
+                          max_latency_ms=float(getattr(server_options, "batching_max_latency_ms", 0.0)))
+        if options.mode not in BATCHING_MODES or not (options.max_latency_ms >= 0.0):
+            options.validate()
     except ServingError as err:
         raise BatchingConfigError(f"Failed to start server. Error: {err}") from None
     return BatchingConfig(options=options,

@@ -16,6 +16,13 @@ Modelled on TF's ``SharedBatchScheduler`` (what TF Serving builds once per serve
   ``batch_timeout_micros``, or when its queue is closing; older batches are runnable at
   once. With a 0 timeout a free thread takes whatever is queued: batches grow only while
   every thread is busy, which is what adapts batch sizes to the load.
+- In adaptive mode (``BatchingOptions.mode``) a queue runs one batch at a time (the model
+  is free when its previous batch finished), and its front batch runs as soon as the model
+  is free unless `AdaptivePolicy` says waiting for more rows pays (never past
+  ``batch_timeout_micros``). A task scheduled with ``hold`` keeps the open batch back
+  until `BatchQueue.release` (an event loop's turn ended) or its bound. Padding up to an
+  allowed batch size happens only when the policy's cost model measured the padded size
+  as cheaper.
 - Admission (`BatchQueue.schedule`, never blocks): a task larger than ``max_batch_size``
   is INVALID_ARGUMENT ``Task size N is larger than maximum input batch size M``; a queue
   holding ``max_enqueued_batches`` batches answers UNAVAILABLE ``The batch scheduling
@@ -24,6 +31,10 @@ Modelled on TF's ``SharedBatchScheduler`` (what TF Serving builds once per serve
   passed are failed with DEADLINE_EXCEEDED and never run, as are tasks their waiter
   cancelled (`BatchQueue.cancel`). Waiters enforce their own deadline too, so nobody waits
   past it even while every thread is busy.
+
+Threads: ``num_batch_threads`` are started unless the scheduler is built with
+``start_threads=False``; then `BatchScheduler.run_once` runs what is due on the calling
+thread (a steppable scheduler, for tests with a fake clock).
 
 Thread-safety: every method may be called from any thread. One lock guards all queue
 state (the attributes listed on `BatchQueue`); batches are processed outside it.
@@ -46,7 +57,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from pyserving.batching.options import BatchingOptions
+from pyserving.batching.adaptive import AdaptivePolicy
+from pyserving.batching.options import BatchingOptions, schedulable_cpus
 from pyserving.errors import Code, ServingError
 
 __all__ = [
@@ -65,6 +77,10 @@ __all__ = [
 log = logging.getLogger("pyserving.batching")
 
 QUEUED, RUNNING, CANCELLED, DONE = range(4)
+# Adaptive mode: the process's CPU use is measured over windows of this length, and a
+# share of the CPUs it may run on this high counts as saturated.
+_CPU_WINDOW_SECONDS = 0.1
+_SATURATED = 0.75
 QUEUE_TIMEOUT_MESSAGE = "Run() timeout exceeded while waiting in batching queue"
 
 
@@ -109,6 +125,12 @@ class BatchStats:
     queuing_micros: tuple[float, ...]  # per task: enqueue -> taken by a batch thread
     run_seconds: float  # the process callback's duration
     queue_depth: int  # tasks still queued when the batch was taken
+    # Adaptive mode only: the cost model after this batch, and how long the batch's oldest
+    # task waited before it was taken.
+    adaptive: bool = False
+    cost_a_seconds: float = 0.0
+    cost_b_seconds: float = 0.0
+    chosen_wait_seconds: float = 0.0
 
 
 class BatchObserver(Protocol):
@@ -125,13 +147,15 @@ ProcessBatch = Callable[[list[BatchTask], int], None]
 
 
 class _Batch:
-    __slots__ = ("tasks", "size", "start", "merge_key")
+    __slots__ = ("tasks", "size", "start", "merge_key", "deadline", "padded")
 
     def __init__(self) -> None:
         self.tasks: list[BatchTask] = []
         self.size = 0
         self.start = 0.0
         self.merge_key: object = None
+        self.deadline: float | None = None  # the earliest of its tasks'
+        self.padded = 0  # rows it runs with, set when taken
 
     def add(self, task: BatchTask, now: float) -> None:
         if not self.tasks:
@@ -139,6 +163,8 @@ class _Batch:
             self.merge_key = task.merge_key
         self.tasks.append(task)
         self.size += task.size
+        if task.deadline is not None and (self.deadline is None or task.deadline < self.deadline):
+            self.deadline = task.deadline
 
     def accepts(self, task: BatchTask, limit: int) -> bool:
         if not self.tasks:
@@ -171,11 +197,18 @@ class BatchQueue:
         self._closed = False
         self._in_flight = 0
         self._depth = 0
+        self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name, self._exec_size)
+                        if options.adaptive else None)
+        self._held = False  # adaptive: the open batch waits for `release`
+        self.arrivals = 0  # tasks ever scheduled (read without the lock: a hint)
 
     # -- admission --------------------------------------------------------------------
-    def schedule(self, task: BatchTask) -> None:
+    def schedule(self, task: BatchTask, hold: bool = False) -> None:
         """Enqueue ``task`` (never blocks). Raises INVALID_ARGUMENT (too large),
-        UNAVAILABLE (queue full, or closed because the model is being unloaded)."""
+        UNAVAILABLE (queue full, or closed because the model is being unloaded).
+
+        ``hold`` (adaptive mode): the open batch waits for `release` (or its bound) before
+        it runs, so that an event loop can queue every request it has at hand first."""
         opts = self.options
         if task.size > opts.max_batch_size:
             raise ServingError(
@@ -233,11 +266,20 @@ class BatchQueue:
                 piece.state = QUEUED
                 open_batch.add(piece, now)
             self._depth += len(pieces)
+            self.arrivals += 1
             depth = self._depth
+            policy = self._policy
+            if policy is not None:
+                policy.arrived(now, task.size)
+                self._held |= hold
+                # A waiting thread matters only if this queue's batch is due (now or at a
+                # new time); with a batch in flight, the thread finishing it looks next.
+                if sched._waiting and self._runnable_at_locked() is not None:
+                    sched._work.notify()
             # Wake a waiting thread if a batch became runnable, or if a new open batch has a
             # timer to wait for. Busy threads look for work when they finish anyway.
-            if sched._waiting and (started or self._runnable_at_locked() == 0.0
-                                   or not self._timeout):
+            elif sched._waiting and (started or self._runnable_at_locked() == 0.0
+                                     or not self._timeout):
                 sched._work.notify()
         sched._observe_enqueue(self.model_name, self.name, task.size, depth)
 
@@ -252,6 +294,16 @@ class BatchQueue:
             sizes.append(min(left, self._exec_size))
             left -= sizes[-1]
         return task.split(sizes) if len(sizes) > 1 else [task]
+
+    def release(self) -> None:
+        """End a `schedule(..., hold=True)`: the open batch may run once the model is free."""
+        sched = self._scheduler
+        with sched._lock:
+            if not self._held:
+                return
+            self._held = False
+            if sched._waiting and self._runnable_at_locked() is not None:
+                sched._work.notify()
 
     def cancel(self, tasks: Sequence[BatchTask]) -> bool:
         """Withdraw queued ``tasks`` (their waiter gave up): they will not run. True if
@@ -290,8 +342,12 @@ class BatchQueue:
         return self._depth == 0 and self._in_flight == 0
 
     def _runnable_at_locked(self) -> float | None:
-        """When the front batch may run (None: nothing queued)."""
+        """When the front batch may run (None: nothing queued, or in adaptive mode a batch
+        of this queue still running)."""
         batches = self._batches
+        policy = self._policy
+        if policy is not None and self._in_flight:
+            return None
         if len(batches) >= 2:
             return 0.0
         open_batch = batches[0]
@@ -299,6 +355,11 @@ class BatchQueue:
             return None
         if self._closed or open_batch.size >= self._exec_size:
             return 0.0
+        if policy is not None:
+            if self._held:
+                bound = open_batch.start + self._timeout
+                return bound if open_batch.deadline is None else min(bound, open_batch.deadline)
+            return policy.run_at(open_batch.start, open_batch.size, open_batch.deadline)
         return open_batch.start + self._timeout
 
     def _take_locked(self, now: float, expired: list[BatchTask]) -> _Batch | None:
@@ -309,6 +370,7 @@ class BatchQueue:
         batch = batches.popleft()
         if not batches:
             batches.append(_Batch())
+            self._held = False  # what it held has been taken
         self._depth -= len(batch.tasks)
         live = []
         for task in batch.tasks:
@@ -325,6 +387,14 @@ class BatchQueue:
         batch.tasks = live
         batch.size = sum(t.size for t in live)
         self._in_flight += 1
+        if batch.merge_key is None:  # a request that runs alone, as sent
+            batch.padded = batch.size
+        elif self._policy is not None:
+            self._policy.batch_taken(batch.start, now, len(live))
+            batch.padded = self._policy.cost.padded_size(batch.size,
+                                                         self.options.padded_size(batch.size))
+        else:
+            batch.padded = self.options.padded_size(batch.size)
         return batch
 
 
@@ -341,6 +411,8 @@ class BatchScheduler:
         thread_pool_name: str = "batch_threads",
         observers: Sequence[BatchObserver] = (),
         clock: Callable[[], float] = time.monotonic,
+        start_threads: bool = True,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if num_batch_threads < 1:
             raise ServingError(
@@ -350,6 +422,12 @@ class BatchScheduler:
         self.num_batch_threads = num_batch_threads
         self._observers = tuple(observers)
         self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._cpus = schedulable_cpus()
+        # Guarded by _lock: the CPU-use window (wall and process CPU seconds at its start).
+        self._window_at = clock()
+        self._window_cpu = cpu_clock()
+        self._saturated = False
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # batch threads wait here
         self._drained = threading.Condition(self._lock)  # closing queues wait here
@@ -360,7 +438,7 @@ class BatchScheduler:
         self._waiting = 0
         self._threads = [
             threading.Thread(target=self._thread_main, name=f"{thread_pool_name}_{i}", daemon=True)
-            for i in range(num_batch_threads)
+            for i in range(num_batch_threads if start_threads else 0)
         ]
         for thread in self._threads:
             thread.start()
@@ -391,6 +469,24 @@ class BatchScheduler:
         for thread in self._threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
+
+    def run_once(self) -> bool:
+        """Fail the expired tasks and run one batch that is due now, on the calling thread
+        (for a scheduler built with ``start_threads=False``). False if nothing was due."""
+        expired: list[BatchTask] = []
+        with self._lock:
+            now = self._clock()
+            found = self._next_batch_locked(now, expired)
+        for task in expired:
+            task.fail(ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT_MESSAGE))
+        if found is not None:
+            self._run(*found, now)
+        return found is not None or bool(expired)
+
+    def next_run_at(self) -> float | None:
+        """When the next batch is due (a clock time; None: nothing is)."""
+        with self._lock:
+            return self._wake_at_locked()
 
     # -- internals ------------------------------------------------------------------------
     def _remove_locked(self, queue: BatchQueue) -> None:
@@ -449,8 +545,9 @@ class BatchScheduler:
 
     def _run(self, queue: BatchQueue, batch: _Batch, taken_at: float) -> None:
         tasks = batch.tasks
-        padded = queue.options.padded_size(batch.size) if batch.merge_key is not None else batch.size
-        started = time.perf_counter()
+        padded = batch.padded
+        clock = self._clock
+        started = clock()
         try:
             queue._process(tasks, padded)
         except Exception as exc:  # noqa: BLE001 - a bug in process must not kill the thread
@@ -459,7 +556,7 @@ class BatchScheduler:
                 Code.INTERNAL, f"{type(exc).__name__}: {exc}")
             for task in tasks:
                 task.fail(error)
-        run_seconds = time.perf_counter() - started
+        run_seconds = clock() - started
         with self._lock:
             for task in tasks:
                 task.state = DONE
@@ -467,6 +564,19 @@ class BatchScheduler:
             depth = queue._depth
             if queue._closed and queue._idle_locked():
                 self._drained.notify_all()
+            policy = queue._policy
+            if policy is not None:
+                now = clock()
+                if now - self._window_at >= _CPU_WINDOW_SECONDS:
+                    cpu = self._cpu_clock()
+                    used = (cpu - self._window_cpu) / ((now - self._window_at) * self._cpus)
+                    self._saturated = used >= _SATURATED
+                    self._window_at, self._window_cpu = now, cpu
+                policy.saturated = self._saturated
+                if batch.merge_key is not None:
+                    policy.batch_ran(padded, run_seconds)
+                if self._waiting and queue._runnable_at_locked() is not None:
+                    self._work.notify()  # this thread may not look at this queue next
         if self._observers:
             self._observe_batch(BatchStats(
                 thread_pool_name=self.thread_pool_name,
@@ -478,6 +588,10 @@ class BatchScheduler:
                 queuing_micros=tuple((taken_at - t.enqueued_at) * 1e6 for t in tasks),
                 run_seconds=run_seconds,
                 queue_depth=depth,
+                adaptive=policy is not None,
+                cost_a_seconds=policy.cost.a if policy is not None else 0.0,
+                cost_b_seconds=policy.cost.b if policy is not None else 0.0,
+                chosen_wait_seconds=policy.chosen_wait if policy is not None else 0.0,
             ))
 
     def _observe_enqueue(self, model_name: str, queue_name: str, task_size: int, depth: int) -> None:

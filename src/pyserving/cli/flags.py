@@ -118,7 +118,10 @@ def unknown_argument_message(arg: str) -> str:
     name = arg.lstrip("-").partition("=")[0]
     guess = _OTHER_SERVERS_NAMES.get(name)
     if guess is None:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
+        # A flag's last word (--batching for --enable_batching) says more than spelling
+        # alone (--batching_mode is closer letter for letter).
+        close = [n for n in _BY_NAME if n.endswith("_" + name)][:1]
+        close = close or difflib.get_close_matches(name, list(_BY_NAME), n=1, cutoff=0.6)
         # A part of a longer name (--batching for --enable_batching); under 4 letters a part
         # matches too much to be a hint.
         if not close and len(name) >= 4:

@@ -19,7 +19,13 @@ Two families share one registry (see `exporter.py` for the text format):
   `pyserving_model_load_duration_seconds {model, outcome}` (LOADING to AVAILABLE/END,
   retries and warmup included), `pyserving_model_unload_duration_seconds {model}`,
   `pyserving_in_flight_requests {model}` (read at scrape time from a callable),
-  `pyserving_batch_size {model}` and `pyserving_batch_queue_depth {model}`.
+  `pyserving_batch_size {model}` and `pyserving_batch_queue_depth {model}`; per batch
+  `pyserving_batch_queue_delay_seconds {model}` (each task's wait in the queue),
+  `pyserving_batch_rows_total` / `pyserving_batch_padding_rows_total {model}` (rows/s and the
+  padding ratio are their rates); with adaptive batching, gauges of the cost model
+  (`pyserving_batch_cost_fixed_seconds`, `pyserving_batch_cost_per_row_seconds {model}`: a
+  batch of n rows takes fixed + per_row x n) and `pyserving_batch_wait_seconds {model}`
+  (how long the last batch's oldest task waited before it ran).
   Watchdogs: `pyserving_servable_handles_in_use {model, version}` (handles held on each
   loaded or unloading version; an unload waits for them), `pyserving_oldest_request_age_seconds`
   (the request in flight the longest; 0 when none), both read at scrape time, and
@@ -87,6 +93,8 @@ QUEUING_LATENCY_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))   # 100 µs 
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(14))            # 1 .. 8192
 EXAMPLE_COUNT_BUCKETS = tuple(float(2**i) for i in range(15))         # 1 .. 16384
 # Ours (seconds).
+QUEUE_DELAY_SECONDS_BUCKETS = (0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                               0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 REQUEST_SECONDS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2,
                            0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 LOOP_LAG_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -213,9 +221,13 @@ class BatchingMetrics:
       (TF `processed_batch_size`, `padding_size{execution_batch_size}`, `queuing_latency`
       once per task with the seconds it waited; our `pyserving_batch_size`).
     - `set_queue_depth(tasks)`: tasks waiting now (our `pyserving_batch_queue_depth`).
+    - `batch_rows(rows, padding_rows)`: rows run (ours, counters).
+    - `adaptive_state(a, b, wait)`: the adaptive cost model and the last batch's wait
+      (seconds; gauges read at scrape time).
     """
 
-    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size")
+    __slots__ = ("_m", "_model", "_queuing", "_depth", "_size", "_delay", "_rows", "_padding",
+                 "_cost")
 
     def __init__(self, metrics: ServingMetrics, model: str, thread_pool_name: str) -> None:
         self._m = metrics
@@ -226,6 +238,13 @@ class BatchingMetrics:
         # per request instead of a locked `Gauge.set`).
         self._depth = 0
         metrics.batch_queue_depth.labels(model).set_function(lambda: self._depth)
+        self._delay = metrics.batch_queue_delay.labels(model)
+        self._rows = metrics.batch_rows.labels(model)
+        self._padding = metrics.batch_padding_rows.labels(model)
+        self._cost = (0.0, 0.0, 0.0)  # a, b, wait: one tuple store per batch, read at scrape time
+        metrics.batch_cost_fixed.labels(model).set_function(lambda: self._cost[0])
+        metrics.batch_cost_per_row.labels(model).set_function(lambda: self._cost[1])
+        metrics.batch_wait.labels(model).set_function(lambda: self._cost[2])
 
     def task_enqueued(self, size: int) -> None:
         self._m.batching_input_batch_size.observe(size)
@@ -237,6 +256,15 @@ class BatchingMetrics:
         self._size.observe(batch_size)
         for seconds in queue_seconds:
             self._queuing.observe(seconds * 1e6)
+            self._delay.observe(seconds)
+
+    def batch_rows(self, rows: int, padding_rows: int) -> None:
+        self._rows.inc(rows)
+        if padding_rows:
+            self._padding.inc(padding_rows)
+
+    def adaptive_state(self, fixed_seconds: float, per_row_seconds: float, wait_seconds: float) -> None:
+        self._cost = (fixed_seconds, per_row_seconds, wait_seconds)
 
     def set_queue_depth(self, tasks: int) -> None:
         self._depth = tasks
@@ -368,6 +396,23 @@ class ServingMetrics:
         self.batch_queue_depth = Gauge(
             "pyserving_batch_queue_depth", "Tasks waiting in the batch queue.", ["model"], registry=self.registry
         )
+        self.batch_queue_delay = self._histogram(
+            "pyserving_batch_queue_delay_seconds", "Time each batched task waited in its queue.",
+            ["model"], QUEUE_DELAY_SECONDS_BUCKETS,
+        )
+        self.batch_rows = self._counter(
+            "pyserving_batch_rows_total", "Rows of the requests run in batches.", ["model"])
+        self.batch_padding_rows = self._counter(
+            "pyserving_batch_padding_rows_total", "Padding rows added to batches.", ["model"])
+        self.batch_cost_fixed = Gauge(
+            "pyserving_batch_cost_fixed_seconds", "Adaptive batching's cost model: seconds per batch.",
+            ["model"], registry=self.registry)
+        self.batch_cost_per_row = Gauge(
+            "pyserving_batch_cost_per_row_seconds", "Adaptive batching's cost model: seconds per row.",
+            ["model"], registry=self.registry)
+        self.batch_wait = Gauge(
+            "pyserving_batch_wait_seconds", "Adaptive batching: how long the last batch's oldest task "
+            "waited before the batch ran.", ["model"], registry=self.registry)
         self._in_flight = _InFlightCollector(self.model_label)
         self.registry.register(self._in_flight)
         self.event_loop_lag = self._histogram(

@@ -439,3 +439,37 @@ def test_a_duplicate_output_alias_is_invalid_argument(scheduler):
     with pytest.raises(ServingError) as err:
         servable.run(SIG, {"x": rows(1)}, ["y", "total", "y"])
     assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == "duplicate output tensor alias: y"
+
+
+class LoadedModel:
+    """A platform loader whose servable is ``model``, already there."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def load(self):
+        pass
+
+    def unload(self):
+        pass
+
+    def servable(self):
+        return self.model
+
+
+def test_adaptive_loads_warm_the_batch_sizes_it_will_run(scheduler, tmp_path):
+    model = Model()
+    options = BatchingOptions(max_batch_size=8, allowed_batch_sizes=(2, 8), mode="adaptive")
+    BatchingLoader(LoadedModel(model), scheduler, BatchingConfig(options), str(tmp_path), "m", 1).load()
+    # Signatures whose inputs can be made up, at every allowed size, a few times each; the
+    # one with an unknown non-batch dimension ("seq") is left to the warmup records, and
+    # one whose first run fails ("broken": a scalar output) stops there, the load goes on.
+    sizes = [next(iter(run.values())).shape[0] for run in model.runs]
+    assert sizes == [2, 2, 2, 8, 8, 8, 2]
+
+
+def test_fixed_loads_warm_no_batch_sizes(scheduler, tmp_path):
+    model = Model()
+    BatchingLoader(LoadedModel(model), scheduler, BatchingConfig(BatchingOptions(max_batch_size=8)),
+                   str(tmp_path), "m", 1).load()
+    assert model.runs == []

@@ -164,3 +164,30 @@ def test_per_model_flag_is_carried():
     config = batching_config_from_server_options(
         flags(enable_batching=True, enable_per_model_batching_parameters=True), environ={})
     assert config.per_model
+
+
+def test_batching_mode_and_max_latency_come_from_flags_only(tmp_path):
+    path = tmp_path / "per_model.txt"
+    path.write_text("max_batch_size { value: 8 }")
+    config = batching_config_from_server_options(
+        flags(enable_batching=True, batching_mode="adaptive", batching_max_latency_ms=5.0), environ={})
+    assert config.options.adaptive and config.options.max_latency_ms == 5.0
+    per_model = config.with_server_choices(read_batching_parameters_file(str(path)))
+    assert per_model.adaptive and per_model.max_batch_size == 8 and per_model.max_latency_ms == 5.0
+    fixed = batching_config_from_server_options(flags(enable_batching=True), environ={})
+    assert fixed.options.mode == "fixed" and not fixed.options.adaptive
+
+
+def test_a_negative_max_latency_is_a_startup_error():
+    with pytest.raises(BatchingConfigError, match="batching_max_latency_ms must be non-negative"):
+        batching_config_from_server_options(
+            flags(enable_batching=True, batching_mode="adaptive", batching_max_latency_ms=-1.0), environ={})
+
+
+def test_the_batching_mode_flag_rejects_other_modes():
+    from pyserving.cli.flags import FlagError, parse_flags
+
+    options, _, _ = parse_flags(["--enable_batching", "--batching_mode=adaptive"])
+    assert options.batching_mode == "adaptive"
+    with pytest.raises(FlagError, match="expected fixed or adaptive"):
+        parse_flags(["--batching_mode=fast"])

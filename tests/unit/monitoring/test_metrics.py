@@ -158,6 +158,20 @@ def test_runtime_examples_warmup_and_batching_hooks(metrics):
                  thread_pool_name="model_server_batch_threads") == 2
     assert value(metrics, "pyserving_batch_size_count", model="m") == 1
     assert value(metrics, "pyserving_batch_queue_depth", model="m") == 4
+    assert value(metrics, "pyserving_batch_queue_delay_seconds_count", model="m") == 2
+
+
+def test_batch_rows_padding_and_the_adaptive_cost_model_are_exported(metrics):
+    hooks = metrics.batching("m")
+    hooks.batch_rows(6, 2)
+    hooks.batch_rows(8, 0)
+    hooks.adaptive_state(0.0004, 0.00005, 0.001)
+    got = samples(metrics)
+    assert value(metrics, "pyserving_batch_rows_total", model="m") == 14
+    assert value(metrics, "pyserving_batch_padding_rows_total", model="m") == 2
+    assert got[("pyserving_batch_cost_fixed_seconds", (("model", "m"),))] == pytest.approx(0.0004)
+    assert got[("pyserving_batch_cost_per_row_seconds", (("model", "m"),))] == pytest.approx(0.00005)
+    assert got[("pyserving_batch_wait_seconds", (("model", "m"),))] == pytest.approx(0.001)
 
 
 def test_in_flight_is_read_at_scrape_time(metrics):
