@@ -44,8 +44,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # noqa: E402  (the main benchmark's helpers)
-    BENCH, CLIENT_CPU, PY, METRICS_PATH, Server, free_port, log, machine, measure_limit, pinned, prepare,
-    run_h2load, run_loadgen, run_wrk, start_floor, thread_cpu, with_runtime,
+    BENCH, CLIENT_CPU, PY, Server, free_port, log, machine, measure_limit, pinned, prepare,
+    run_h2load, run_loadgen, run_wrk, start_floor, thread_cpu, with_runtime, write_configs,
 )
 
 FIXED = {"fixed0": 0, "fixed2": 2000, "fixed10": 10000}
@@ -55,14 +55,7 @@ START, END = "<!-- bench/batching.py: start -->", "<!-- bench/batching.py: end -
 
 
 def start_servers(work: Path) -> dict[str, Server]:
-    config = work / "models.config"
-    config.write_text(
-        "model_config_list {\n"
-        f'  config {{ name: "mnist" base_path: "{work / "models" / "mnist"}" model_platform: "tensorflow" }}\n'
-        f'  config {{ name: "half_plus_two" base_path: "{work / "models" / "half_plus_two"}" '
-        'model_platform: "tensorflow" }\n}\n')
-    monitoring = work / "monitoring.config"
-    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+    config, monitoring = write_configs(work)
     servers: dict[str, Server] = {}
     for name in SERVERS:
         extra: list[str] = []

@@ -751,15 +751,22 @@ def combined_limit(before: dict[str, Any], scenarios: dict[str, "Scenario"]) -> 
     return out
 
 
-def start_servers(work: Path) -> dict[str, Server]:
+def write_configs(work: Path) -> tuple[Path, Path]:
+    """The model config (mnist, half_plus_two) and a monitoring config exporting Prometheus
+    metrics (the runtime_latency of sequential runs is read from it)."""
     config = work / "models.config"
     config.write_text(
         "model_config_list {\n"
         f'  config {{ name: "mnist" base_path: "{work / "models" / "mnist"}" model_platform: "tensorflow" }}\n'
         f'  config {{ name: "half_plus_two" base_path: "{work / "models" / "half_plus_two"}" '
         'model_platform: "tensorflow" }\n}\n')
-    monitoring = work / "monitoring.config"  # the runtime_latency of sequential runs is read from it
+    monitoring = work / "monitoring.config"
     monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+    return config, monitoring
+
+
+def start_servers(work: Path) -> dict[str, Server]:
+    config, monitoring = write_configs(work)
     servers: dict[str, Server] = {}
     variants: list[tuple[str, list[str]]] = [("pyserving", [])]
     for name, timeout in BATCHING_SERVERS.items():
