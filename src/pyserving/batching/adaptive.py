@@ -13,34 +13,42 @@ only when a cost model says the wait pays for itself:
 - **Arrivals** (`AdaptivePolicy.arrived`): exponentially weighted gap between tasks and rows
   per task. A long idle gap pulls the gap estimate up at once, so the first requests of a
   burst after idleness never wait.
-- **Decision** (`AdaptivePolicy.wait_seconds`): when tasks arrive ``g`` seconds apart and
-  ``g`` is shorter than a batch's fixed cost ``a``, the tasks of a burst are worth one batch:
-  the batch runs once no task came for two typical gaps (the burst is over), when it is
-  full, or at its bounds. When ``g >= a`` (a lone client, light traffic) it runs at once,
-  unless the process is using most of the CPU it may run on (`AdaptivePolicy.saturated`)
-  and batches have been merging requests.
+- **Decision** (`AdaptivePolicy.wait_seconds`, `AdaptivePolicy.run_at`): when tasks arrive
+  ``g`` seconds apart and ``g`` is shorter than a batch's fixed cost ``a``, the tasks of a
+  burst are worth one batch: the batch runs once no task came for two typical gaps (the
+  burst is over), when it is full, or at its bounds. When ``g >= a`` (a lone client, light
+  traffic) it runs at once, unless the process is using most of the CPU it may run on
+  (`AdaptivePolicy.saturated`) and tasks keep finding others queued or running (several
+  clients at once; a lone client's next request only comes once this one is answered).
   Why not less: with the model on the core the front end also runs on (the server pinned
   to one core), a batch started while requests are still arriving pays ``a`` again for
   them *and* takes the CPU from the event loop that is reading them, so every request in
   flight waits for it. (The myopic rule "wait for one more task iff ``(m + 1) g + m b r <
   a``", the latency sum of the queued tasks and the next one for a model with a core of its
   own, measured no better at 64 clients and stops short of full batches when ``a`` is
-  small.) ``batch_timeout_micros`` (from the oldest task's arrival) and
+  small.)
+  While saturated, two silences do not end a burst: the one while a batch runs (the
+  front end barely gets the CPU, so nothing arrives: silence counts from the batch's end),
+  and one during which the process kept working (other requests' answers, a protocol that
+  hands the loop one request per turn: the burst is over when the front end went quiet,
+  not merely this queue). Requests that never pause are then batched up to the bounds, as
+  TF Serving's rule would. ``batch_timeout_micros`` (from the oldest task's arrival) and
   ``max_latency`` (the oldest task's wait plus the batch's estimated run time) bound every
   wait, and so does the earliest deadline in the batch.
 - **Padding** (`CostModel.padded_size`): a batch is padded up to an allowed batch size only if
   that size was measured faster than the batch's own size (measured, or estimated by the
   fit when never run): a new shape can cost more than its rows on first runs.
 
-Pure arithmetic on times handed in (monotonic seconds): no clock, no lock, no thread. The
-scheduler calls it under its own lock.
+Pure arithmetic on times handed in (monotonic seconds; the process's CPU seconds through a
+callable the scheduler passes): no clock of its own, no lock, no thread. The scheduler
+calls it under its own lock.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 __all__ = ["CostModel", "AdaptivePolicy", "warm_batch_sizes"]
 
@@ -53,6 +61,11 @@ _ARRIVAL_WEIGHT = 0.2
 _MIN_SAMPLES = 3
 # A burst of arrivals is over when no task came for this many typical gaps.
 _SILENCE_GAPS = 2.0
+# While saturated, a silence counts only if the process used less than this share of it
+# (of one CPU) in CPU time.
+_BUSY = 0.5
+# Tasks count as arriving in company once, weighted, this many others were queued or running.
+_COMPANY = 0.5
 # A parameter logged again once it moved by this factor from the last logged value.
 _LOG_FACTOR = 2.0
 _LOG_AFTER_SAMPLES = 32
@@ -125,21 +138,22 @@ class AdaptivePolicy:
     """
 
     __slots__ = ("cost", "timeout", "max_latency", "_last_arrival", "_gap", "_rows", "_arrivals",
-                 "chosen_wait", "_logged", "name", "saturated", "max_rows", "_tasks_per_batch")
+                 "chosen_wait", "_logged", "name", "saturated", "_company", "_last_free",
+                 "_cpu_at_arrival")
 
-    def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "",
-                 max_rows: int = 0) -> None:
+    def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "") -> None:
         self.cost = CostModel()
         self.timeout = timeout
-        self.max_rows = max_rows
         self.max_latency = max_latency
         self.name = name
         self._last_arrival: float | None = None
+        self._last_free = -math.inf  # when the last batch finished
+        self._cpu_at_arrival = math.nan  # the process's CPU seconds at the last arrival
         self._gap = math.inf
         self._rows = 1.0
         self._arrivals = 0
         self.chosen_wait = 0.0  # the wait planned for the last batch taken (seconds)
-        self._tasks_per_batch = 1.0  # recent batches (exponentially weighted)
+        self._company = 0.0  # other tasks queued or running at an arrival (weighted)
         # Set by the scheduler: the process used (nearly) all the CPU it may run on lately.
         # Tasks then come as fast as the front end can make them, not as clients send
         # them: a slow gap says nothing about the clients, and a batch started early
@@ -152,10 +166,13 @@ class AdaptivePolicy:
         """The estimated seconds between two tasks (inf until two arrived)."""
         return self._gap
 
-    def arrived(self, now: float, rows: int) -> None:
-        """A task of ``rows`` rows was queued at ``now``."""
+    def arrived(self, now: float, rows: int, others: int = 0, cpu: float = math.nan) -> None:
+        """A task of ``rows`` rows was queued at ``now``, finding ``others`` tasks queued or
+        running, when the process had used ``cpu`` seconds of CPU (NaN: not read)."""
+        self._company += _ARRIVAL_WEIGHT * (others - self._company)
         last = self._last_arrival
         self._last_arrival = now
+        self._cpu_at_arrival = cpu
         self._rows += _ARRIVAL_WEIGHT * (rows - self._rows)
         if last is None:
             return
@@ -172,26 +189,29 @@ class AdaptivePolicy:
         if self.timeout <= 0.0 or self._arrivals < _MIN_SAMPLES or self.cost.samples < _MIN_SAMPLES:
             return 0.0
         gap = self._gap
-        # While saturated, bursts are waited for only if batches have been merging tasks:
-        # one client at a time (a sequential client on a busy CPU) never sends another
-        # request while its last is queued, so waiting for one would be lost time.
-        busy = self.saturated and self._tasks_per_batch >= 1.5
+        # While saturated, bursts are waited for only if tasks come in company: one client
+        # at a time (a sequential client on a busy CPU) never sends another request while
+        # its last is queued, so waiting for one would be lost time.
+        busy = self.saturated and self._company >= _COMPANY
         if gap >= self.cost.a and not busy:
             return 0.0
         return _SILENCE_GAPS * gap
 
-    def run_at(self, start: float, rows: int, deadline: float | None) -> float:
+    def run_at(self, start: float, rows: int, deadline: float | None, now: float = 0.0,
+               cpu: Callable[[], float] | None = None) -> float:
         """When an open batch that started at ``start`` (its oldest task's arrival) should run
-        if the model is free: 0.0 for now, else a monotonic time."""
+        if the model is free, asked at ``now``: 0.0 for now, else a monotonic time. ``cpu``
+        reads the process's CPU seconds (called only while saturated)."""
         wait = self.wait_seconds()
-        if wait <= 0.0 or self._last_arrival is None:
+        last = self._last_arrival
+        if wait <= 0.0 or last is None:
             return 0.0
-        at = min(self._last_arrival + wait, start + self.timeout)
-        if self.saturated and self.max_rows:
-            # Requests that never pause (open-loop traffic near capacity) would otherwise
-            # hold every batch to its timeout; a wait longer than a full batch's run time
-            # cannot make the batch cheaper than full batches back to back.
-            at = min(at, start + self.cost.estimate(self.max_rows))
+        at = last + wait
+        if self.saturated:
+            at = max(last, self._last_free) + wait
+            if cpu is not None and now >= at and cpu() - self._cpu_at_arrival > _BUSY * (now - last):
+                at = now + wait  # the process is still working: look again later
+        at = min(at, start + self.timeout)
         run = self.cost.estimate(rows + max(1, round(self._rows)))
         if self.max_latency > 0.0:
             at = min(at, start + self.max_latency - run)
@@ -199,14 +219,14 @@ class AdaptivePolicy:
             at = min(at, deadline - run)
         return at if at > start else 0.0
 
-    def batch_taken(self, start: float, taken_at: float, tasks: int) -> None:
-        """A batch of ``tasks`` tasks whose oldest arrived at ``start`` was taken at
-        ``taken_at``."""
+    def batch_taken(self, start: float, taken_at: float) -> None:
+        """A batch whose oldest task arrived at ``start`` was taken at ``taken_at``."""
         self.chosen_wait = max(0.0, taken_at - start)
-        self._tasks_per_batch += _ARRIVAL_WEIGHT * (tasks - self._tasks_per_batch)
 
-    def batch_ran(self, rows: int, seconds: float) -> None:
-        """A batch of ``rows`` rows (padding included) ran in ``seconds``."""
+    def batch_ran(self, rows: int, seconds: float, finished_at: float = -math.inf) -> None:
+        """A batch of ``rows`` rows (padding included) ran in ``seconds``, ending at
+        ``finished_at``."""
+        self._last_free = finished_at
         cost = self.cost
         cost.observe(rows, seconds)
         if cost.samples < _LOG_AFTER_SAMPLES:  # the warmed sizes and first batches settle it

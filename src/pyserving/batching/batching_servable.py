@@ -22,7 +22,9 @@ Two ways to wait, same semantics:
 In adaptive mode (``--batching_mode=adaptive``) `run_async` holds its queue's open batch
 until the event loop has gone two turns without queueing another request to it (or the
 batch is full, or at its timeout): the requests the loop has at hand join one batch, and a
-lone request runs after those two turns (a few microseconds), not after a timeout.
+lone request runs after those two turns (a few microseconds), not after a timeout. When the
+policy then waits for the rest of a burst, one loop timer per servable releases the batch
+at the time it names, so that the batch thread sleeps until the batch is due.
 Either way a caller never waits past its deadline: a task still queued is withdrawn and
 never runs (DEADLINE_EXCEEDED ``Run() timeout exceeded while waiting in batching
 queue``); the batch itself runs with the largest remaining timeout of its tasks.
@@ -285,6 +287,11 @@ class BatchingServable:
         # adaptive: queues run_async holds while the loop has requests at hand, with the
         # arrivals count last seen and the quiet turns since (touched on the loop only)
         self._held: dict[BatchQueue, tuple[int, int]] = {}
+        # ... and those whose policy waits for the rest of a burst: when to look again,
+        # kept by one loop timer
+        self._timed: dict[BatchQueue, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     # -- Servable protocol ------------------------------------------------------------
     @property
@@ -414,7 +421,8 @@ class BatchingServable:
         """Release a held queue once the loop went through `_QUIET_TURNS` turns without
         queueing a task to it: while the loop keeps reading requests for the model, they
         join the batch (on a core the loop shares with the model, running a batch would
-        only slow the loop down); once it has none at hand, the batch runs."""
+        only slow the loop down); once it has none at hand, the batch runs, or, when the
+        policy waits for the rest of a burst, it is released by a loop timer then."""
         held = self._held
         for queue, (seen, quiet) in list(held.items()):
             arrivals = queue.arrivals
@@ -422,11 +430,35 @@ class BatchingServable:
                 held[queue] = (arrivals, 0)
             elif quiet + 1 >= _QUIET_TURNS:
                 del held[queue]
-                queue.release()
+                self._release(queue, loop)
             else:
                 held[queue] = (seen, quiet + 1)
         if held:
             loop.call_soon(self._end_of_turn, loop)
+
+    def _release(self, queue: BatchQueue, loop: asyncio.AbstractEventLoop, due_by: float = 0.0) -> None:
+        at = queue.release(due_by)
+        if at is None:
+            self._timed.pop(queue, None)
+        else:
+            self._timed[queue] = at
+            self._arm(at, loop)
+
+    def _arm(self, at: float, loop: asyncio.AbstractEventLoop) -> None:
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = loop.call_at(loop.time() + (at - time.monotonic()), self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer, self._timer_at = None, math.inf
+        due = time.monotonic() + _TIMER_RESOLUTION
+        for queue, at in list(self._timed.items()):
+            if at <= due:
+                self._release(queue, loop, at)
+            else:
+                self._arm(at, loop)
 
     def _enqueue(self, request: _Request, signature: Signature, inputs: Mapping[str, np.ndarray],
                  output_filter: Sequence[str], deadline: float | None, hold: bool = False) -> BatchQueue:

@@ -20,9 +20,13 @@ Modelled on TF's ``SharedBatchScheduler`` (what TF Serving builds once per serve
   is free when its previous batch finished), and its front batch runs as soon as the model
   is free unless `AdaptivePolicy` says waiting for more rows pays (never past
   ``batch_timeout_micros``). A task scheduled with ``hold`` keeps the open batch back
-  until `BatchQueue.release` (an event loop's turn ended) or its bound. Padding up to an
-  allowed batch size happens only when the policy's cost model measured the padded size
-  as cheaper.
+  until `BatchQueue.release` finds it due (called when an event loop's turns went quiet,
+  and again at the time the policy named) or until its bound; a released batch stays due,
+  and later tasks join it. Padding up to an allowed batch size happens only when the
+  policy's cost model measured the padded size as cheaper.
+- Wake-ups: a waiting batch thread is woken only for a batch due before it would wake by
+  itself. On one core every wake-up of a thread that finds nothing to do costs the event
+  loop a GIL hand-off, and a waiting batch's time moves at each arrival.
 - Admission (`BatchQueue.schedule`, never blocks): a task larger than ``max_batch_size``
   is INVALID_ARGUMENT ``Task size N is larger than maximum input batch size M``; a queue
   holding ``max_enqueued_batches`` batches answers UNAVAILABLE ``The batch scheduling
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -197,9 +202,11 @@ class BatchQueue:
         self._closed = False
         self._in_flight = 0
         self._depth = 0
-        self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name, self._exec_size)
+        self._policy = (AdaptivePolicy(self._timeout, options.max_latency_ms / 1e3, name)
                         if options.adaptive else None)
         self._held = False  # adaptive: the open batch waits for `release`
+        self._due = False  # adaptive: `release` found the front batch due: it runs next
+        self._running = 0  # tasks in the batches being processed
         self.arrivals = 0  # tasks ever scheduled (read without the lock: a hint)
 
     # -- admission --------------------------------------------------------------------
@@ -270,15 +277,15 @@ class BatchQueue:
             depth = self._depth
             policy = self._policy
             if policy is not None:
-                policy.arrived(now, task.size)
-                self._held |= hold
-                # A waiting thread matters only if this queue's batch is due (now or at a
-                # new time); with a batch in flight, the thread finishing it looks next.
-                if sched._waiting and self._runnable_at_locked() is not None:
-                    sched._work.notify()
+                policy.arrived(now, task.size, depth - len(pieces) + self._running,
+                               sched._cpu_clock() if sched._saturated else math.nan)
+                # A released batch stays due: holding it again for each later arrival
+                # would wake the batch thread for nothing, again and again.
+                self._held |= hold and not self._due
+                sched._wake_for_locked(self._runnable_at_locked())
             # Wake a waiting thread if a batch became runnable, or if a new open batch has a
             # timer to wait for. Busy threads look for work when they finish anyway.
-            elif sched._waiting and (started or self._runnable_at_locked() == 0.0
+            elif sched._sleepers and (started or self._runnable_at_locked() == 0.0
                                      or not self._timeout):
                 sched._work.notify()
         sched._observe_enqueue(self.model_name, self.name, task.size, depth)
@@ -295,15 +302,29 @@ class BatchQueue:
             left -= sizes[-1]
         return task.split(sizes) if len(sizes) > 1 else [task]
 
-    def release(self) -> None:
-        """End a `schedule(..., hold=True)`: the open batch may run once the model is free."""
+    def release(self, due_by: float = 0.0) -> float | None:
+        """End a `schedule(..., hold=True)` once the policy would run the open batch now.
+
+        Returns None when nothing is held (any more), or the monotonic time at which the
+        policy would run the batch: it stays held until a call at (or after) that time.
+        The caller keeps that timer (an event loop's, which is awake anyway) so that the
+        batch thread, which would otherwise wake at every arrival that moves the time,
+        sleeps until the batch is due or reaches its bound. A time up to ``due_by`` counts
+        as now (a timer armed for the time returned before may fire a little early)."""
         sched = self._scheduler
         with sched._lock:
             if not self._held:
-                return
+                return None
+            batch = self._batches[0]
+            if batch.tasks and self._policy is not None:
+                now = max(sched._clock(), due_by)
+                at = self._policy.run_at(batch.start, batch.size, batch.deadline, now, sched._cpu_clock)
+                if at > now:
+                    return at
             self._held = False
-            if sched._waiting and self._runnable_at_locked() is not None:
-                sched._work.notify()
+            self._due = True
+            sched._wake_for_locked(self._runnable_at_locked())
+            return None
 
     def cancel(self, tasks: Sequence[BatchTask]) -> bool:
         """Withdraw queued ``tasks`` (their waiter gave up): they will not run. True if
@@ -356,10 +377,14 @@ class BatchQueue:
         if self._closed or open_batch.size >= self._exec_size:
             return 0.0
         if policy is not None:
+            if self._due:
+                return 0.0
             if self._held:
                 bound = open_batch.start + self._timeout
                 return bound if open_batch.deadline is None else min(bound, open_batch.deadline)
-            return policy.run_at(open_batch.start, open_batch.size, open_batch.deadline)
+            sched = self._scheduler
+            return policy.run_at(open_batch.start, open_batch.size, open_batch.deadline,
+                                 sched._clock(), sched._cpu_clock)
         return open_batch.start + self._timeout
 
     def _take_locked(self, now: float, expired: list[BatchTask]) -> _Batch | None:
@@ -368,6 +393,7 @@ class BatchQueue:
             return None
         batches = self._batches
         batch = batches.popleft()
+        self._due = False
         if not batches:
             batches.append(_Batch())
             self._held = False  # what it held has been taken
@@ -387,10 +413,11 @@ class BatchQueue:
         batch.tasks = live
         batch.size = sum(t.size for t in live)
         self._in_flight += 1
+        self._running += len(live)
         if batch.merge_key is None:  # a request that runs alone, as sent
             batch.padded = batch.size
         elif self._policy is not None:
-            self._policy.batch_taken(batch.start, now, len(live))
+            self._policy.batch_taken(batch.start, now)
             batch.padded = self._policy.cost.padded_size(batch.size,
                                                          self.options.padded_size(batch.size))
         else:
@@ -431,11 +458,12 @@ class BatchScheduler:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # batch threads wait here
         self._drained = threading.Condition(self._lock)  # closing queues wait here
-        # Guarded by _lock: _queues, _next, _stopping, _waiting (threads in _work.wait).
+        # Guarded by _lock: _queues, _next, _stopping, _sleepers (the threads in _work.wait,
+        # each with the time it wakes by itself).
         self._queues: list[BatchQueue] = []
         self._next = 0
         self._stopping = False
-        self._waiting = 0
+        self._sleepers: dict[int, float] = {}
         self._threads = [
             threading.Thread(target=self._thread_main, name=f"{thread_pool_name}_{i}", daemon=True)
             for i in range(num_batch_threads if start_threads else 0)
@@ -516,6 +544,14 @@ class BatchScheduler:
                 self._drained.notify_all()
         return None
 
+    def _wake_for_locked(self, at: float | None) -> None:
+        """Wake a waiting thread for a batch due at ``at`` unless one wakes by then anyway:
+        a thread woken for nothing costs the event loop a GIL hand-off (per request, when
+        every arrival moves a batch's time)."""
+        sleepers = self._sleepers
+        if at is not None and sleepers and at < min(sleepers.values()):
+            self._work.notify()
+
     def _wake_at_locked(self) -> float | None:
         times = [t for q in self._queues if (t := q._runnable_at_locked()) is not None]
         return min(times) if times else None
@@ -533,11 +569,12 @@ class BatchScheduler:
                         self._work.notify_all()
                         return
                     wake_at = self._wake_at_locked()
-                    self._waiting += 1
+                    me = threading.get_ident()
+                    self._sleepers[me] = math.inf if wake_at is None else wake_at
                     try:
                         self._work.wait(None if wake_at is None else max(0.0, wake_at - now))
                     finally:
-                        self._waiting -= 1
+                        del self._sleepers[me]
             for task in expired:
                 task.fail(ServingError(Code.DEADLINE_EXCEEDED, QUEUE_TIMEOUT_MESSAGE))
             if found is not None:
@@ -561,6 +598,7 @@ class BatchScheduler:
             for task in tasks:
                 task.state = DONE
             queue._in_flight -= 1
+            queue._running -= len(tasks)
             depth = queue._depth
             if queue._closed and queue._idle_locked():
                 self._drained.notify_all()
@@ -574,9 +612,9 @@ class BatchScheduler:
                     self._window_at, self._window_cpu = now, cpu
                 policy.saturated = self._saturated
                 if batch.merge_key is not None:
-                    policy.batch_ran(padded, run_seconds)
-                if self._waiting and queue._runnable_at_locked() is not None:
-                    self._work.notify()  # this thread may not look at this queue next
+                    policy.batch_ran(padded, run_seconds, now)
+                # This thread may not look at this queue next.
+                self._wake_for_locked(queue._runnable_at_locked())
         if self._observers:
             self._observe_batch(BatchStats(
                 thread_pool_name=self.thread_pool_name,

@@ -335,17 +335,57 @@ def test_slow_arrivals_are_batched_while_the_cpu_is_saturated(scheduler, clock):
     assert scheduler.next_run_at() > clock.now
 
 
-def test_while_saturated_no_wait_outlasts_a_full_batchs_run(scheduler, clock):
-    model = flat_model(clock)  # ~10 ms a batch of any size up to 64
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
+def test_while_saturated_a_silence_while_a_batch_runs_does_not_end_a_burst():
+    # The front end barely gets the CPU while the model runs: nothing arrives then.
+    policy = AdaptivePolicy(timeout=1.0)
+    for rows in (1, 2, 4):
+        policy.batch_ran(rows, 0.010)  # ~10 ms a batch
+    now = 0.0
+    for i in range(10):  # tasks 1 ms apart, in company
+        now += 0.001
+        policy.arrived(now, 1, others=i)
+    policy.saturated = True
+    wait = policy.wait_seconds()
+    assert 0 < wait < 0.005
+    policy.batch_ran(4, 0.010, finished_at=now + 0.010)  # ran 10 ms after the last arrival
+    ended = now + 0.010
+    assert policy.run_at(now, 1, None, ended) == pytest.approx(ended + wait)
+    policy.saturated = False  # with a core of its own, the front end kept reading: it is over
+    assert policy.run_at(now, 1, None, ended) == pytest.approx(now + wait)
+
+
+def test_while_saturated_a_silence_while_the_process_kept_working_does_not_end_a_burst(scheduler, clock):
+    # Other requests' answers, or a front end handing over one request per turn: the
+    # burst is over when the process went quiet, not merely this queue.
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=1_000_000), model)
     saturate(scheduler, q, clock, model)
-    start = clock.now = clock.now + 0.001
-    for i in range(40):  # tasks that never pause, 0.3 ms apart
-        q.schedule(Task(f"t{i}"))
+    clock.now += 0.030
+    q.schedule(Task("a"))
+    q.schedule(Task("b"))
+    at = scheduler.next_run_at()
+    assert at > clock.now
+    clock.cpu += 0.9 * (at - clock.now)  # busy all along
+    clock.now = at
+    later = scheduler.next_run_at()
+    assert later > clock.now and not scheduler.run_once()  # looks again later
+    clock.now = later  # quiet this time
+    assert scheduler.next_run_at() <= clock.now
+    assert scheduler.run_once() and model.labels()[-1] == ["a", "b"]
+
+
+def test_while_saturated_requests_that_never_pause_run_at_the_timeout(scheduler, clock):
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=20_000, max_batch_size=512), model)
+    saturate(scheduler, q, clock, model)
+    start = clock.now = clock.now + 0.030
+    while True:  # tasks 0.3 ms apart, the process busy all the time
+        q.schedule(Task("t"))
         if scheduler.next_run_at() <= clock.now:
             break
         clock.now += 0.0003
-    assert clock.now - start <= 0.0105  # ~ a full batch's run (10 ms), not the 100 ms timeout
+        clock.cpu += 0.0003
+    assert clock.now - start == pytest.approx(0.020, abs=0.0004)  # the bound, as fixed mode
 
 
 def test_a_lone_client_on_a_saturated_cpu_never_waits(scheduler, clock):
@@ -356,3 +396,50 @@ def test_a_lone_client_on_a_saturated_cpu_never_waits(scheduler, clock):
     clock.now += 0.030
     q.schedule(Task("t"))
     assert scheduler.next_run_at() == 0.0
+
+
+def test_release_names_when_a_waiting_batch_is_due_and_a_released_batch_stays_due(scheduler, clock):
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
+    fast_arrivals_withdrawn(scheduler, q, clock, model)  # tasks 1 ms apart, 10 ms a batch
+    clock.now += 0.001
+    q.schedule(Task("a"), hold=True)
+    at = q.release()  # the loop went quiet, but the policy waits for the rest of the burst
+    assert clock.now < at <= clock.now + 0.003
+    assert scheduler.next_run_at() > at  # held: the batch thread sleeps to its bound
+    clock.now = at - 0.0005  # a timer that fires a little early
+    assert q.release(due_by=at) is None
+    assert scheduler.next_run_at() == 0.0
+    q.schedule(Task("b"), hold=True)  # joins the due batch without holding it back
+    assert q.release() is None and scheduler.next_run_at() == 0.0
+    assert scheduler.run_once() and model.labels() == [["a", "b"]]
+
+
+class CountingCondition:
+    def __init__(self, condition):
+        self.condition, self.notified = condition, 0
+
+    def notify(self, n=1):
+        self.notified += 1
+
+    def __getattr__(self, name):
+        return getattr(self.condition, name)
+
+
+def test_arrivals_wake_a_sleeping_batch_thread_only_for_an_earlier_batch(scheduler, clock):
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=50_000), model)
+    fast_arrivals_withdrawn(scheduler, q, clock, model)
+    scheduler._work = counting = CountingCondition(scheduler._work)
+    clock.now += 0.001
+    q.schedule(Task("first"), hold=True)
+    assert counting.notified == 0  # no thread waits (a steppable scheduler)
+    scheduler._sleepers[1] = scheduler.next_run_at()  # a thread sleeping until the bound
+    for i in range(10):  # every arrival moves the time the batch would run
+        clock.now += 0.001
+        q.schedule(Task(f"t{i}"), hold=True)
+        assert q.release() is not None
+    assert counting.notified == 0
+    clock.now += 0.010
+    assert q.release() is None  # due now, before the thread would wake
+    assert counting.notified == 1

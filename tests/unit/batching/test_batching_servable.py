@@ -457,6 +457,25 @@ class LoadedModel:
         return self.model
 
 
+def test_adaptive_a_batch_the_policy_keeps_waiting_is_released_by_a_loop_timer(scheduler):
+    # A 30 s timeout: only the event loop's timer can release this batch early.
+    options = BatchingOptions(max_batch_size=16, batch_timeout_micros=30_000_000, mode="adaptive")
+    servable = BatchingServable(Model(), scheduler, options, "m:1")
+    policy = servable._queue(SIG, ())._policy
+    for size in (1, 2, 4):
+        policy.batch_ran(size, 0.050)  # 50 ms a batch
+
+    async def scenario():
+        now = time.monotonic()
+        for i in range(10):  # tasks 1 ms apart, much faster than a batch
+            policy.arrived(now - 0.010 + 0.001 * i, 1)
+        call = servable.run_async(SIG, {"x": rows(1, 5)})
+        return await asyncio.wait_for(call, 10)
+
+    assert asyncio.run(scenario())["total"].tolist() == [11.0]
+    assert policy.chosen_wait > 0  # it did wait for the rest of the burst
+
+
 def test_adaptive_loads_warm_the_batch_sizes_it_will_run(scheduler, tmp_path):
     model = Model()
     options = BatchingOptions(max_batch_size=8, allowed_batch_sizes=(2, 8), mode="adaptive")
