@@ -21,8 +21,8 @@ Two ways to wait, same semantics:
   thread resolves the futures of a whole batch with one ``call_soon_threadsafe``.
 In adaptive mode (``--batching_mode=adaptive``) `run_async` holds its queue's open batch
 until the event loop has gone two turns without queueing another request to it (or the
-batch is full, or at its timeout): the requests the loop has at hand join one batch, and a
-lone request runs after those two turns (a few microseconds), not after a timeout. When the
+batch is full, or at its timeout): the requests the loop has at hand join one batch. A
+request that finds its model idle, with no burst to wait for, is not held at all. When the
 policy then waits for the rest of a burst, one loop timer per servable releases the batch
 at the time it names, so that the batch thread sleeps until the batch is due.
 Either way a caller never waits past its deadline: a task still queued is withdrawn and
@@ -362,7 +362,7 @@ class BatchingServable:
         queue = self._enqueue(request, signature, inputs, output_filter, deadline, hold)
         future = request.future
         assert future is not None
-        if hold:
+        if hold and queue.held:
             if not self._held:
                 loop.call_soon(self._end_of_turn, loop)
             self._held.setdefault(queue, (-1, 0))

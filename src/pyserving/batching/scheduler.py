@@ -277,11 +277,15 @@ class BatchQueue:
             depth = self._depth
             policy = self._policy
             if policy is not None:
-                policy.arrived(now, task.size, depth - len(pieces) + self._running,
+                others = depth - len(pieces) + self._running
+                policy.arrived(now, task.size, others,
                                sched._cpu_clock() if sched._saturated else math.nan)
                 # A released batch stays due: holding it again for each later arrival
-                # would wake the batch thread for nothing, again and again.
-                self._held |= hold and not self._due
+                # would wake the batch thread for nothing, again and again. A task that
+                # finds the model idle and no burst to wait for is not held either: it
+                # runs at once, without the loop turns a hold lasts.
+                if hold and not self._due and (others or policy.wait_seconds() > 0):
+                    self._held = True
                 sched._wake_for_locked(self._runnable_at_locked())
             # Wake a waiting thread if a batch became runnable, or if a new open batch has a
             # timer to wait for. Busy threads look for work when they finish anyway.
@@ -337,6 +341,11 @@ class BatchQueue:
                 elif task.state == RUNNING:
                     untouched = False
         return untouched
+
+    @property
+    def held(self) -> bool:
+        """The open batch waits for `release` (read without the lock: a hint)."""
+        return self._held
 
     @property
     def depth(self) -> int:

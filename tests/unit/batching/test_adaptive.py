@@ -297,8 +297,9 @@ def test_a_held_batch_waits_for_release_or_its_bound(scheduler, clock):
     model = Model(clock)
     q = scheduler.add_queue("q", adaptive(batch_timeout_micros=5_000), model)
     q.schedule(Task("a"), hold=True)
-    q.schedule(Task("b"), hold=True)  # the event loop has more requests at hand
-    assert scheduler.next_run_at() == pytest.approx(clock.now + 0.005)
+    assert not q.held  # an idle model, no burst to wait for: nothing to hold it for
+    q.schedule(Task("b"), hold=True)  # but the event loop has more requests at hand
+    assert q.held and scheduler.next_run_at() == pytest.approx(clock.now + 0.005)
     assert not scheduler.run_once()
     q.release()  # the loop's turn ended
     assert scheduler.next_run_at() == 0.0
