@@ -325,13 +325,19 @@ def saturate(scheduler, queue, clock, model, per_batch=3):
             scheduler.run_once()
 
 
+def saturated_queue(scheduler, clock, per_batch=3, **options):
+    """A queue of a ~10 ms model after `saturate`, 30 ms after its last burst."""
+    model = flat_model(clock)
+    q = scheduler.add_queue("q", adaptive(**options), model)
+    saturate(scheduler, q, clock, model, per_batch)
+    clock.now += 0.030
+    return model, q
+
+
 def test_slow_arrivals_are_batched_while_the_cpu_is_saturated(scheduler, clock):
     # Tasks 30 ms apart, a batch costs 10 ms: alone they would run at once; but if the
     # process used all its CPU meanwhile, the front end (not the clients) sets the pace.
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
-    saturate(scheduler, q, clock, model)
-    clock.now += 0.030
+    _, q = saturated_queue(scheduler, clock, batch_timeout_micros=100_000)
     q.schedule(Task("t"))
     assert scheduler.next_run_at() > clock.now
 
@@ -358,10 +364,7 @@ def test_while_saturated_a_silence_while_a_batch_runs_does_not_end_a_burst():
 def test_while_saturated_a_silence_while_the_process_kept_working_does_not_end_a_burst(scheduler, clock):
     # Other requests' answers, or a front end handing over one request per turn: the
     # burst is over when the process went quiet, not merely this queue.
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=1_000_000), model)
-    saturate(scheduler, q, clock, model)
-    clock.now += 0.030
+    model, q = saturated_queue(scheduler, clock, batch_timeout_micros=1_000_000)
     q.schedule(Task("a"))
     q.schedule(Task("b"))
     at = scheduler.next_run_at()
@@ -376,10 +379,8 @@ def test_while_saturated_a_silence_while_the_process_kept_working_does_not_end_a
 
 
 def test_while_saturated_requests_that_never_pause_run_at_the_timeout(scheduler, clock):
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=20_000, max_batch_size=512), model)
-    saturate(scheduler, q, clock, model)
-    start = clock.now = clock.now + 0.030
+    _, q = saturated_queue(scheduler, clock, batch_timeout_micros=20_000, max_batch_size=512)
+    start = clock.now
     while True:  # tasks 0.3 ms apart, the process busy all the time
         q.schedule(Task("t"))
         if scheduler.next_run_at() <= clock.now:
@@ -391,10 +392,7 @@ def test_while_saturated_requests_that_never_pause_run_at_the_timeout(scheduler,
 
 def test_a_lone_client_on_a_saturated_cpu_never_waits(scheduler, clock):
     # Its next request only comes once this one is answered: waiting would be lost time.
-    model = flat_model(clock)
-    q = scheduler.add_queue("q", adaptive(batch_timeout_micros=100_000), model)
-    saturate(scheduler, q, clock, model, per_batch=1)
-    clock.now += 0.030
+    _, q = saturated_queue(scheduler, clock, per_batch=1, batch_timeout_micros=100_000)
     q.schedule(Task("t"))
     assert scheduler.next_run_at() == 0.0
 
