@@ -139,7 +139,7 @@ class AdaptivePolicy:
 
     __slots__ = ("cost", "timeout", "max_latency", "_last_arrival", "_gap", "_rows", "_arrivals",
                  "chosen_wait", "_logged", "name", "saturated", "_company", "_last_free",
-                 "_cpu_at_arrival")
+                 "_cpu_at_arrival", "_cpu_at_free")
 
     def __init__(self, timeout: float, max_latency: float = 0.0, name: str = "") -> None:
         self.cost = CostModel()
@@ -149,6 +149,7 @@ class AdaptivePolicy:
         self._last_arrival: float | None = None
         self._last_free = -math.inf  # when the last batch finished
         self._cpu_at_arrival = math.nan  # the process's CPU seconds at the last arrival
+        self._cpu_at_free = math.nan  # ... and when the last batch finished
         self._gap = math.inf
         self._rows = 1.0
         self._arrivals = 0
@@ -208,8 +209,14 @@ class AdaptivePolicy:
             return 0.0
         at = last + wait
         if self.saturated:
-            at = max(last, self._last_free) + wait
-            if cpu is not None and now >= at and cpu() - self._cpu_at_arrival > _BUSY * (now - last):
+            # The silence starts at the last arrival or the last batch's end, whichever
+            # came later, and so does the CPU it is judged by (a batch's own run is work).
+            if self._last_free > last:
+                quiet_from, quiet_cpu = self._last_free, self._cpu_at_free
+            else:
+                quiet_from, quiet_cpu = last, self._cpu_at_arrival
+            at = quiet_from + wait
+            if cpu is not None and now >= at and cpu() - quiet_cpu > _BUSY * (now - quiet_from):
                 at = now + wait  # the process is still working: look again later
         at = min(at, start + self.timeout)
         run = self.cost.estimate(rows + max(1, round(self._rows)))
@@ -223,10 +230,12 @@ class AdaptivePolicy:
         """A batch whose oldest task arrived at ``start`` was taken at ``taken_at``."""
         self.chosen_wait = max(0.0, taken_at - start)
 
-    def batch_ran(self, rows: int, seconds: float, finished_at: float = -math.inf) -> None:
+    def batch_ran(self, rows: int, seconds: float, finished_at: float = -math.inf,
+                  cpu: float = math.nan) -> None:
         """A batch of ``rows`` rows (padding included) ran in ``seconds``, ending at
-        ``finished_at``."""
+        ``finished_at``, when the process had used ``cpu`` seconds of CPU (NaN: not read)."""
         self._last_free = finished_at
+        self._cpu_at_free = cpu
         cost = self.cost
         cost.observe(rows, seconds)
         if cost.samples < _LOG_AFTER_SAMPLES:  # the warmed sizes and first batches settle it

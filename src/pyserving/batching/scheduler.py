@@ -621,7 +621,8 @@ class BatchScheduler:
                     self._window_at, self._window_cpu = now, cpu
                 policy.saturated = self._saturated
                 if batch.merge_key is not None:
-                    policy.batch_ran(padded, run_seconds, now)
+                    policy.batch_ran(padded, run_seconds, now,
+                                     self._cpu_clock() if self._saturated else math.nan)
                 # This thread may not look at this queue next.
                 self._wake_for_locked(queue._runnable_at_locked())
         if self._observers:

@@ -350,13 +350,16 @@ def test_while_saturated_a_silence_while_a_batch_runs_does_not_end_a_burst():
     now = 0.0
     for i in range(10):  # tasks 1 ms apart, in company
         now += 0.001
-        policy.arrived(now, 1, others=i)
+        policy.arrived(now, 1, others=i, cpu=1.0)
     policy.saturated = True
     wait = policy.wait_seconds()
     assert 0 < wait < 0.005
-    policy.batch_ran(4, 0.010, finished_at=now + 0.010)  # ran 10 ms after the last arrival
+    # ran 10 ms after the last arrival, all of it on the CPU
+    policy.batch_ran(4, 0.010, finished_at=now + 0.010, cpu=1.010)
     ended = now + 0.010
     assert policy.run_at(now, 1, None, ended) == pytest.approx(ended + wait)
+    # a quiet silence after the batch ends it: the batch's own CPU is not the front end's
+    assert policy.run_at(now, 1, None, ended + wait, cpu=lambda: 1.010) <= ended + wait  # due
     policy.saturated = False  # with a core of its own, the front end kept reading: it is over
     assert policy.run_at(now, 1, None, ended) == pytest.approx(now + wait)
 
